@@ -1,0 +1,13 @@
+"""The `vlmsam` command. Each subcommand lives with its feature; heavy imports stay inside them."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Zero-shot amodal instance segmentation: VLM attention -> point prompts -> EfficientSAM.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# Subcommands are registered below, one line each, in pipeline order.

@@ -1,0 +1,53 @@
+"""The one internal record every amodal dataset loader produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One annotated object.
+
+    `bbox` is the amodal box in XYWH pixels; `amodal_rle` / `visible_rle` are COCO RLEs
+    with str counts; `occlusion_rate` = 1 - visible area / amodal area; `occluder_ids`
+    lists instance ids of the occluders where the dataset gives them, else None.
+    """
+
+    id: int
+    category_id: int
+    category_name: str
+    bbox: tuple[float, float, float, float]
+    amodal_rle: dict
+    visible_rle: dict
+    occlusion_rate: float
+    occluder_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: its file, size and annotated instances."""
+
+    id: int
+    path: Path
+    width: int
+    height: int
+    instances: tuple[Instance, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class AmodalDataset:
+    """A loaded split: images in file order and the category table (id -> name)."""
+
+    name: str
+    annotation_file: Path
+    images: tuple[ImageRecord, ...]
+    categories: dict[int, str]
+
+    def instance_count(self) -> int:
+        return sum(len(im.instances) for im in self.images)
+
+
+class DatasetError(ValueError):
+    """Bad dataset input: the message names the file and the record."""
