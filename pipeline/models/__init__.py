@@ -1,0 +1,1 @@
+"""Models we implement ourselves (EfficientSAM), loadable from the official checkpoints."""
