@@ -1,0 +1,347 @@
+"""COCO-style amodal annotation files: the helpers every flavour shares.
+
+A flavour module only says which annotation fields hold the amodal mask, the visible mask,
+the amodal box and the occluders (see `InstanceFields`); reading the file, the image and
+category tables, mask decoding/validation, occlusion rates and image checks live here once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from pipeline import masks
+from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord, Instance
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One entry of the `images` table, with its resolved file path."""
+
+    id: int
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class InstanceFields:
+    """Where one flavour keeps an instance's parts in an annotation dict.
+
+    `visible_default_amodal`: when True, an annotation without the visible field is taken as
+    unoccluded (visible = amodal); when False the field is required.
+    `occluders`: the field holding a list of occluder instance ids, for flavours that have
+    one (an annotation without it gets `occluder_ids=None`); None when the flavour has none.
+    """
+
+    amodal: str
+    visible: str
+    bbox: str
+    visible_default_amodal: bool = False
+    occluders: str | None = None
+
+
+def read_json(path: Path) -> dict:
+    """The annotation file as a dict; DatasetError when missing, not JSON, or not a mapping."""
+    if not path.exists():
+        raise DatasetError(f"{path}: annotation file not found")
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file")
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
+    return data
+
+
+def require(record: dict, key: str, where: str) -> Any:
+    """`record[key]`, or DatasetError naming `where` (file + record) and the missing field."""
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if key not in record:
+        raise DatasetError(f"{where}: missing required field '{key}'")
+    return record[key]
+
+
+def _int(value: Any, what: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise DatasetError(f"{where}: field '{what}' must be an integer, got {value!r}")
+    return int(value)
+
+
+def top_level_list(data: dict, key: str, path: Path) -> list:
+    """One of the COCO top-level lists (`images`, `annotations`, `categories`)."""
+    value = require(data, key, str(path))
+    if not isinstance(value, list):
+        raise DatasetError(f"{path}: top-level '{key}' must be a list")
+    return value
+
+
+def parse_categories(data: dict, path: Path) -> dict[int, str]:
+    """The category table id -> name."""
+    categories: dict[int, str] = {}
+    for i, cat in enumerate(top_level_list(data, "categories", path)):
+        where = f"{path}: categories[{i}]"
+        cid = _int(require(cat, "id", where), "id", where)
+        name = require(cat, "name", where)
+        if not isinstance(name, str) or not name:
+            raise DatasetError(f"{where} (category id {cid}): 'name' must be a non-empty string")
+        if cid in categories:
+            raise DatasetError(f"{where}: duplicate category id {cid}")
+        categories[cid] = name
+    return categories
+
+
+def parse_images(data: dict, path: Path, image_dir: Path) -> list[ImageInfo]:
+    """The image table in file order, file names resolved against `image_dir`."""
+    images: list[ImageInfo] = []
+    seen: set[int] = set()
+    for i, im in enumerate(top_level_list(data, "images", path)):
+        where = f"{path}: images[{i}]"
+        iid = _int(require(im, "id", where), "id", where)
+        where = f"{path}: image id {iid}"
+        file_name = require(im, "file_name", where)
+        if not isinstance(file_name, str) or not file_name:
+            raise DatasetError(f"{where}: 'file_name' must be a non-empty string")
+        width = _int(require(im, "width", where), "width", where)
+        height = _int(require(im, "height", where), "height", where)
+        if width <= 0 or height <= 0:
+            raise DatasetError(f"{where}: image size must be positive, got {width}x{height}")
+        if iid in seen:
+            raise DatasetError(f"{where}: duplicate image id")
+        seen.add(iid)
+        images.append(ImageInfo(iid, image_dir / file_name, width, height))
+    return images
+
+
+def _compressed_counts(counts: str) -> list[int]:
+    """Decode COCO's compressed RLE string (LEB128-like, 6 bits per char, delta from the
+    count two places back from the 4th count on) into run lengths; ValueError if malformed."""
+    runs: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("truncated counts string")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"invalid character {counts[p]!r} in counts string")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def _validate_rle(seg: dict, height: int, width: int, where: str) -> dict:
+    """A validated RLE with str counts, at the image size."""
+    size = seg.get("size")
+    counts = seg.get("counts")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2) or counts is None:
+        raise DatasetError(f"{where}: malformed RLE (needs 'size' [h, w] and 'counts')")
+    if [int(size[0]), int(size[1])] != [height, width]:
+        raise DatasetError(
+            f"{where}: RLE size {list(size)} does not match the image size [{height}, {width}]"
+        )
+    if isinstance(counts, list):
+        runs = counts
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in runs):
+            raise DatasetError(f"{where}: malformed RLE (uncompressed counts must be integers)")
+    elif isinstance(counts, (str, bytes)):
+        text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+        try:
+            runs = _compressed_counts(text)
+        except ValueError as e:
+            raise DatasetError(f"{where}: malformed RLE ({e})") from e
+    else:
+        raise DatasetError(f"{where}: malformed RLE ('counts' must be a string or a list)")
+    if any(r < 0 for r in runs) or sum(runs) != height * width:
+        raise DatasetError(
+            f"{where}: malformed RLE (run lengths must be >= 0 and sum to {height}*{width}, "
+            f"got sum {sum(runs)})"
+        )
+    if isinstance(counts, list):
+        rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+    return {"size": [height, width], "counts": text}
+
+
+def _validate_polygons(seg: list, where: str) -> list[list[float]]:
+    if not seg:
+        raise DatasetError(f"{where}: malformed polygon mask (empty list)")
+    polygons = []
+    for j, poly in enumerate(seg):
+        if (
+            not isinstance(poly, list)
+            or len(poly) < 6
+            or len(poly) % 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly)
+        ):
+            raise DatasetError(
+                f"{where}: malformed polygon {j} (needs an even number >= 6 of coordinates)"
+            )
+        polygons.append([float(v) for v in poly])
+    return polygons
+
+
+def mask_to_rle(seg: Any, height: int, width: int, where: str) -> dict:
+    """Any COCO mask encoding (compressed RLE, uncompressed RLE, polygons) -> RLE, str counts."""
+    if isinstance(seg, dict):
+        return _validate_rle(seg, height, width, where)
+    if isinstance(seg, list):
+        return masks.polygons_to_rle(_validate_polygons(seg, where), height, width)
+    raise DatasetError(f"{where}: malformed mask (expected an RLE dict or a polygon list)")
+
+
+def parse_bbox(value: Any, where: str) -> tuple[float, float, float, float]:
+    """An XYWH box of 4 finite numbers with w, h >= 0."""
+    if not (
+        isinstance(value, (list, tuple))
+        and len(value) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(np.isfinite(v) for v in value)
+    ):
+        raise DatasetError(f"{where}: malformed bbox {value!r} (expected [x, y, w, h])")
+    x, y, w, h = (float(v) for v in value)
+    if w < 0 or h < 0:
+        raise DatasetError(f"{where}: bbox has negative width/height {value!r}")
+    return (x, y, w, h)
+
+
+def occlusion_rate(amodal_rle: dict, visible_rle: dict, where: str) -> float:
+    """1 - visible area / amodal area, clipped to [0, 1]; error when the amodal mask is empty."""
+    amodal_area = masks.area(amodal_rle)
+    if amodal_area <= 0:
+        raise DatasetError(f"{where}: amodal mask is empty (area 0)")
+    return float(min(1.0, max(0.0, 1.0 - masks.area(visible_rle) / amodal_area)))
+
+
+def parse_instance(
+    ann: dict, image: ImageInfo, categories: dict[int, str], fields: InstanceFields, where: str
+) -> Instance:
+    """One annotation -> Instance, using the flavour's field names."""
+    aid = _int(require(ann, "id", where), "id", where)
+    cid = _int(require(ann, "category_id", where), "category_id", where)
+    if cid not in categories:
+        raise DatasetError(f"{where}: unknown category id {cid}")
+    amodal = mask_to_rle(require(ann, fields.amodal, where), image.height, image.width,
+                         f"{where} '{fields.amodal}'")
+    if fields.visible in ann or not fields.visible_default_amodal:
+        visible = mask_to_rle(require(ann, fields.visible, where), image.height, image.width,
+                              f"{where} '{fields.visible}'")
+    else:
+        visible = amodal
+    occluders = occluder_id_list(ann, fields.occluders, where) if fields.occluders else None
+    return Instance(
+        id=aid,
+        category_id=cid,
+        category_name=categories[cid],
+        bbox=parse_bbox(require(ann, fields.bbox, where), f"{where} '{fields.bbox}'"),
+        amodal_rle=amodal,
+        visible_rle=visible,
+        occlusion_rate=occlusion_rate(amodal, visible, where),
+        occluder_ids=occluders,
+    )
+
+
+def occluder_id_list(ann: dict, key: str, where: str) -> tuple[int, ...] | None:
+    """A list of instance ids under `key` (None when the annotation has no such field)."""
+    if key not in ann:
+        return None
+    value = ann[key]
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: '{key}' must be a list of instance ids")
+    return tuple(_int(v, key, where) for v in value)
+
+
+def check_image_files(images: list[ImageRecord], path: Path) -> None:
+    """Open every image with PIL; DatasetError naming the file and image id when one is
+    missing, unreadable, or not the size the annotation file says."""
+    from PIL import Image, UnidentifiedImageError
+
+    for im in tqdm(images, desc=f"checking images of {path.name}", unit="img", leave=False):
+        where = f"{path}: image id {im.id} ({im.path})"
+        if not im.path.exists():
+            raise DatasetError(f"{where}: image file not found")
+        try:
+            with Image.open(im.path) as pil:
+                size = pil.size
+                pil.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+            raise DatasetError(f"{where}: image does not open ({e})") from e
+        if size != (im.width, im.height):
+            raise DatasetError(
+                f"{where}: image is {size[0]}x{size[1]}, annotation says {im.width}x{im.height}"
+            )
+
+
+def _check_occluders(instances: list[Instance], path: Path, image_id: int) -> None:
+    """Occluder ids must name other instances of the same image."""
+    ids = {inst.id for inst in instances}
+    for inst in instances:
+        for oid in inst.occluder_ids or ():
+            if oid == inst.id or oid not in ids:
+                raise DatasetError(
+                    f"{path}: annotation id {inst.id}: occluder id {oid} is not another "
+                    f"instance of image {image_id}"
+                )
+
+
+def build_dataset(
+    path: Path,
+    data: dict,
+    image_dir: Path,
+    fields: InstanceFields,
+    max_images: int | None,
+    check_images: bool,
+) -> AmodalDataset:
+    """Assemble an AmodalDataset from a parsed COCO-style file (images kept in file order)."""
+    categories = parse_categories(data, path)
+    images = parse_images(data, path, image_dir)
+    all_image_ids = {im.id for im in images}
+    if max_images is not None:
+        if max_images < 0:
+            raise DatasetError(f"{path}: max_images must be >= 0, got {max_images}")
+        images = images[:max_images]
+    by_id = {im.id: im for im in images}
+    per_image: dict[int, list[Instance]] = {im.id: [] for im in images}
+    seen_ids: set[int] = set()
+    anns = top_level_list(data, "annotations", path)
+    for i, ann in enumerate(tqdm(anns, desc=f"reading {path.name}", unit="ann", leave=False,
+                                 disable=len(anns) < 5000)):
+        where = f"{path}: annotations[{i}]"
+        if isinstance(ann, dict) and "id" in ann:
+            where = f"{path}: annotation id {ann['id']}"
+        iid = _int(require(ann, "image_id", where), "image_id", where)
+        if iid not in all_image_ids:
+            raise DatasetError(f"{where}: image_id {iid} is not in 'images'")
+        if iid not in by_id:  # beyond max_images
+            continue
+        inst = parse_instance(ann, by_id[iid], categories, fields, where)
+        if inst.id in seen_ids:
+            raise DatasetError(f"{where}: duplicate annotation id {inst.id}")
+        seen_ids.add(inst.id)
+        per_image[iid].append(inst)
+    for iid, instances in per_image.items():
+        _check_occluders(instances, path, iid)
+    records = [
+        ImageRecord(im.id, im.path, im.width, im.height, tuple(per_image[im.id])) for im in images
+    ]
+    if check_images:
+        check_image_files(records, path)
+    return AmodalDataset(path.stem, path, tuple(records), categories)

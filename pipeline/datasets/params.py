@@ -1,0 +1,63 @@
+"""The `dataset` section of params.yaml: which annotation file, flavour and images to use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from pipeline.datasets.loader import FLAVOURS, load_dataset
+from pipeline.datasets.record import AmodalDataset
+
+SYNTH_ANNOTATIONS = "data/synth/D2S_amodal_synth.json"  # what `vlmsam synth --out data/synth` writes
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """Parameters of the `dataset` section.
+
+    flavour      one of FLAVOURS ('d2sa', 'cocoa', 'kins2020', 'kins_coco'), or None to detect
+                 it from the file's schema (default None)
+    annotations  annotation JSON path (default: the synthetic D2SA-format scenes)
+    images       image folder the `file_name`s are relative to; None = the annotation file's
+                 folder (default None)
+    max_images   keep only the first N images in file order; None = all (default None)
+    """
+
+    flavour: str | None = None
+    annotations: str = SYNTH_ANNOTATIONS
+    images: str | None = None
+    max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.flavour is not None and self.flavour not in FLAVOURS:
+            raise ValueError(f"dataset.flavour must be one of {FLAVOURS} or null, got {self.flavour!r}")
+        if not isinstance(self.annotations, str) or not self.annotations:
+            raise ValueError(f"dataset.annotations must be a non-empty path, got {self.annotations!r}")
+        if self.images is not None and (not isinstance(self.images, str) or not self.images):
+            raise ValueError(f"dataset.images must be a path or null, got {self.images!r}")
+        if self.max_images is not None and (
+            isinstance(self.max_images, bool) or not isinstance(self.max_images, int)
+            or self.max_images < 1
+        ):
+            raise ValueError(f"dataset.max_images must be a positive integer or null, got {self.max_images!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DatasetParams":
+        """Build from the `dataset` section; unknown keys are an error."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"dataset: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def load(params: DatasetParams, check_images: bool = False) -> AmodalDataset:
+    """Load the dataset the parameters describe."""
+    return load_dataset(
+        Path(params.annotations),
+        flavour=params.flavour,
+        image_dir=None if params.images is None else Path(params.images),
+        check_images=check_images,
+        max_images=params.max_images,
+    )
