@@ -1,0 +1,66 @@
+"""`evaluate`: prediction files + ground truth -> metrics.json, report.md, plots."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.datasets.record import AmodalDataset
+from pipeline.evaluation.ap import coco_mask_ap
+from pipeline.evaluation.checked_predictions import check_pairing, read_checked
+from pipeline.evaluation.coco_gt import coco_ground_truth
+from pipeline.evaluation.miou import binned_means, bucket_means, instance_ious, mean_ious
+from pipeline.evaluation.params import EvaluateParams
+from pipeline.evaluation.report import (SMOKE_BANNER, EvaluationContext, metrics_dict,
+                                        write_evaluation)
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
+             visible_file: str | os.PathLike, out_dir: str | os.PathLike,
+             params: EvaluateParams = EvaluateParams(),
+             timings: dict[str, float] | None = None) -> dict:
+    """Evaluate amodal and visible prediction files against `dataset`; write `out_dir`.
+
+    Returns the metrics.json content. Every input is checked before anything is written.
+    `timings`, when given, receives seconds per step ('read predictions', 'AP amodal',
+    'AP visible', 'mIoU', 'report').
+    """
+    timings = {} if timings is None else timings
+    with _timed(timings, "read predictions"):
+        amodal = read_checked(amodal_file, dataset)
+        visible = read_checked(visible_file, dataset)
+        check_pairing(amodal, visible)
+    smoke = amodal.smoke or visible.smoke
+    if smoke:
+        log.warning("SMOKE RUN: predictions come from random weights; metrics are not results")
+    with _timed(timings, "AP amodal"):
+        ap_amodal = coco_mask_ap(coco_ground_truth(dataset, "amodal"), amodal.entries)
+    with _timed(timings, "AP visible"):
+        visible_gt = coco_ground_truth(dataset, "visible")
+        ap_visible = coco_mask_ap(visible_gt, visible.entries)
+    with _timed(timings, "mIoU"):
+        ious = instance_ious(dataset, amodal, visible)
+        metrics = metrics_dict(ap_amodal, ap_visible, mean_ious(ious), bucket_means(ious),
+                               n_gt=dataset.instance_count(), n_pred=len(amodal.entries),
+                               smoke=smoke)
+        binned = binned_means(ious, params.occlusion_bins)
+    with _timed(timings, "report"):
+        context = EvaluationContext(
+            gt_file=dataset.annotation_file, amodal_file=Path(amodal_file),
+            visible_file=Path(visible_file), n_images=len(dataset.images),
+            n_visible_gt=len(visible_gt.dataset["annotations"]))
+        write_evaluation(out_dir, metrics, ap_amodal, ap_visible, binned, context)
+    log.info("evaluation written to %s%s", out_dir, f" ({SMOKE_BANNER})" if smoke else "")
+    return metrics
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str):
+    start = time.perf_counter()
+    yield
+    timings[step] = time.perf_counter() - start
