@@ -11,3 +11,5 @@ app = typer.Typer(
 )
 
 # Subcommands are registered below, one line each, in pipeline order.
+from pipeline.weights import weights_command  # noqa: E402
+app.command("weights")(weights_command)
