@@ -13,3 +13,7 @@ app = typer.Typer(
 # Subcommands are registered below, one line each, in pipeline order.
 from pipeline.weights import weights_command  # noqa: E402
 app.command("weights")(weights_command)
+from pipeline.synth.cli import synth_command  # noqa: E402
+app.command("synth")(synth_command)
+from pipeline.evaluation.command import evaluate_command  # noqa: E402
+app.command("evaluate")(evaluate_command)
