@@ -96,6 +96,18 @@ def test_d2sa_loads_all_mask_encodings(tmp_path):
     assert a.occluder_ids is None  # real D2SA names no occluders
 
 
+def test_degenerate_and_empty_polygons(tmp_path):
+    data = _d2sa_json()
+    data["annotations"][1]["segmentation"] = [[4, 2, 11, 2, 11, 9, 4, 9], [1, 1, 2, 2]]
+    data["annotations"][1]["visible_mask"] = []  # fully hidden: visible mask is empty
+    b = load_dataset(_write(tmp_path, data), "d2sa").images[0].instances[1]
+    assert np.array_equal(masks.decode(b.amodal_rle), AMODAL_B)  # the 2-point part adds nothing
+    assert masks.area(b.visible_rle) == 0 and b.occlusion_rate == 1.0
+    data["annotations"][1]["segmentation"] = [[1, 1, 2, 2]]
+    with pytest.raises(DatasetError, match="annotation id 6: amodal mask is empty"):
+        load_dataset(_write(tmp_path, data), "d2sa")
+
+
 def test_occluder_ids_and_max_images(tmp_path):
     data = _d2sa_json()
     data["annotations"][0]["occluder_ids"] = [6]

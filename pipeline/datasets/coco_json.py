@@ -182,20 +182,21 @@ def _validate_rle(seg: dict, height: int, width: int, where: str) -> dict:
 
 
 def _validate_polygons(seg: list, where: str) -> list[list[float]]:
-    if not seg:
-        raise DatasetError(f"{where}: malformed polygon mask (empty list)")
+    """Polygon parts as float lists. A part of fewer than 3 points (< 6 coordinates) encloses
+    no area and is left out (COCO and KINS files contain a few); a part with an odd number of
+    coordinates or non-numbers is an error."""
     polygons = []
     for j, poly in enumerate(seg):
         if (
             not isinstance(poly, list)
-            or len(poly) < 6
             or len(poly) % 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly)
         ):
             raise DatasetError(
-                f"{where}: malformed polygon {j} (needs an even number >= 6 of coordinates)"
+                f"{where}: malformed polygon {j} (needs an even number of numeric coordinates)"
             )
-        polygons.append([float(v) for v in poly])
+        if len(poly) >= 6:
+            polygons.append([float(v) for v in poly])
     return polygons
 
 
@@ -204,7 +205,10 @@ def mask_to_rle(seg: Any, height: int, width: int, where: str) -> dict:
     if isinstance(seg, dict):
         return _validate_rle(seg, height, width, where)
     if isinstance(seg, list):
-        return masks.polygons_to_rle(_validate_polygons(seg, where), height, width)
+        polygons = _validate_polygons(seg, where)
+        if not polygons:  # no part encloses area: an empty mask (an error for amodal masks)
+            return masks.encode(np.zeros((height, width), bool))
+        return masks.polygons_to_rle(polygons, height, width)
     raise DatasetError(f"{where}: malformed mask (expected an RLE dict or a polygon list)")
 
 
