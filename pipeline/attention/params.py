@@ -1,0 +1,247 @@
+"""Parameters of the extract stage, defined once: the VLM part of `models` and the `extract` section.
+
+params.yaml layout read here::
+
+    models:
+      profile: smoke | real          # smoke = tiny random-weight VLM, everything marked SMOKE
+      vlm:                           # VlmModelParams (only this sub-mapping is read here)
+        family: null                 # llava | llava_next | llava_onevision | null (= from config)
+        id: llava-hf/llava-v1.6-mistral-7b-hf
+        ...
+      ...                            # other keys of `models` belong to other stages
+    extract:                         # ExtractParams
+      layers: [-16, -12, -8]
+      ...
+
+Prompt templates use named placeholders that are substituted literally (no str.format, so
+JSON braces in a template need no escaping):
+  target     {phrase} (required, exactly once: its tokens are the query rows) and {box}
+             (optional: the amodal box, normalised coordinates)
+  occlusion  {names} (the image's object phrases, comma separated)
+  occlusion_free  no placeholder (single-image mode: the model lists the objects itself)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+FAMILIES = ("llava", "llava_next", "llava_onevision")
+PROFILES = ("smoke", "real")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+HEAD_AGGREGATIONS = ("mean", "lowest_entropy")
+
+DEFAULT_MODEL_IDS = {
+    "llava": "llava-hf/llava-1.5-7b-hf",
+    "llava_next": "llava-hf/llava-v1.6-mistral-7b-hf",
+    "llava_onevision": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+}
+
+DEFAULT_TEMPLATES = {
+    "target": "Where is the {phrase} in the box {box}?",
+    "occlusion": (
+        "The image shows these objects: {names}. Which of them are partly hidden behind "
+        "which other objects? Answer with JSON only, in the form "
+        '{"occlusions": [{"object": "<name>", "occluded_by": ["<name>", ...]}]}, '
+        "using the names above and listing only objects that are partly hidden."
+    ),
+    "occlusion_free": (
+        "List the objects in the image and which of them are partly hidden behind which "
+        "other objects. Answer with JSON only, in the form "
+        '{"occlusions": [{"object": "<name>", "occluded_by": ["<name>", ...]}]}.'
+    ),
+}
+TEMPLATE_PLACEHOLDERS = {"target": ("{phrase}",), "occlusion": ("{names}",), "occlusion_free": ()}
+
+
+def _reject_unknown(section: str, d: dict, cls) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{section}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class VlmModelParams:
+    """The VLM of the `models` section (`models.profile` + `models.vlm`).
+
+    profile    'real' loads `id` from the Hugging Face cache or a local folder; 'smoke' builds
+               a tiny random-weight model of `family` (default 'real')
+    family     'llava' | 'llava_next' | 'llava_onevision'; None = read from the checkpoint's
+               config.model_type (real) or from `id` when it is a known default id (smoke)
+    id         Hugging Face repo id or local folder (default LLaVA-NeXT Mistral-7B)
+    revision   hub revision (branch, tag or commit); None = the cached 'main' (default None)
+    dtype      'auto' (bfloat16 on CUDA, float32 on CPU) | 'float32' | 'bfloat16' | 'float16'
+    device     'auto' (cuda when available, else cpu) | 'cpu' | 'cuda' | 'cuda:N'
+    cache_dir  Hugging Face hub cache folder; None = the library default ($HF_HOME/hub)
+    seed       seed of the smoke profile's random weights (default 0)
+    """
+
+    profile: str = "real"
+    family: str | None = None
+    id: str = DEFAULT_MODEL_IDS["llava_next"]
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    cache_dir: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"models.profile must be one of {PROFILES}, got {self.profile!r}")
+        if self.family is not None and self.family not in FAMILIES:
+            raise ValueError(f"models.vlm.family must be one of {FAMILIES} or null, got {self.family!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"models.vlm.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"models.vlm.id must be a repo id or a folder, got {self.id!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None, profile: str = "real") -> "VlmModelParams":
+        """Build from the `models.vlm` mapping; unknown keys are an error."""
+        d = dict(d or {})
+        _reject_unknown("models.vlm", d, cls)
+        d.setdefault("profile", profile)
+        return cls(**d)
+
+    @classmethod
+    def from_models_section(cls, models: dict | None) -> "VlmModelParams":
+        """Build from the whole `models` section: its `profile` and its `vlm` sub-mapping."""
+        models = dict(models or {})
+        vlm = models.get("vlm") or {}
+        if not isinstance(vlm, dict):
+            raise ValueError("models.vlm must be a mapping")
+        if "profile" in vlm:
+            raise ValueError("models.vlm: 'profile' belongs to the models section itself (models.profile)")
+        return cls.from_dict(vlm, profile=models.get("profile", "real"))
+
+    @property
+    def smoke(self) -> bool:
+        return self.profile == "smoke"
+
+    def resolved_family(self) -> str | None:
+        """The family when known without loading anything (explicit, or a default id)."""
+        if self.family is not None:
+            return self.family
+        for family, model_id in DEFAULT_MODEL_IDS.items():
+            if model_id == self.id:
+                return family
+        return None
+
+
+@dataclass(frozen=True)
+class ExtractParams:
+    """The `extract` section.
+
+    layers             language-model layers whose attention is stored; negative = counted
+                       from the end (-1 = last); duplicates after resolution are an error
+    head_aggregation   'mean' over all heads, or 'lowest_entropy': mean of the `top_k_heads`
+                       heads whose (row-averaged) map has the lowest Shannon entropy over
+                       the image tokens, chosen per layer and instance
+    top_k_heads        k for 'lowest_entropy' (default 8)
+    include_last_token also use the last prompt token as a query row (default False)
+    sink_removal       divide each head's map by the same head's map for a generic prompt
+                       (the target template with `sink_phrase` and the whole-image box),
+                       computed once per image; each map is then rescaled to its original sum
+    sink_phrase        the generic phrase of the sink prompt (default 'object')
+    sink_epsilon       added to the generic map before dividing (default 1e-6)
+    store_heads        also store per-head maps [L, H, T] (default False)
+    templates          prompt templates {target, occlusion, occlusion_free}; keys given here
+                       replace the defaults (DEFAULT_TEMPLATES)
+    phrase_overrides   {category_name: phrase} replacing the humanised category name
+    box_decimals       decimals of the normalised box coordinates in the target prompt
+    ask_occlusion      ask the occlusion question once per image (default True); when False
+                       each image records occlusion_error 'not asked'
+    max_new_tokens     greedy-generation budget of the occlusion answer (default 256)
+    flat_ratio         an instance is flagged 'flat' when, for its layer-mean map,
+                       max / mean < flat_ratio (a uniform map has ratio 1; default 1.5)
+    """
+
+    layers: list[int] = field(default_factory=lambda: [-16, -12, -8])
+    head_aggregation: str = "mean"
+    top_k_heads: int = 8
+    include_last_token: bool = False
+    sink_removal: bool = False
+    sink_phrase: str = "object"
+    sink_epsilon: float = 1e-6
+    store_heads: bool = False
+    templates: dict[str, str] = field(default_factory=dict)
+    phrase_overrides: dict[str, str] = field(default_factory=dict)
+    box_decimals: int = 2
+    ask_occlusion: bool = True
+    max_new_tokens: int = 256
+    flat_ratio: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layers, (list, tuple)) or not self.layers or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in self.layers
+        ):
+            raise ValueError(f"extract.layers must be a non-empty list of integers, got {self.layers!r}")
+        if self.head_aggregation not in HEAD_AGGREGATIONS:
+            raise ValueError(
+                f"extract.head_aggregation must be one of {HEAD_AGGREGATIONS}, got {self.head_aggregation!r}"
+            )
+        if not isinstance(self.top_k_heads, int) or self.top_k_heads < 1:
+            raise ValueError(f"extract.top_k_heads must be a positive integer, got {self.top_k_heads!r}")
+        if not (isinstance(self.sink_epsilon, (int, float)) and self.sink_epsilon > 0):
+            raise ValueError(f"extract.sink_epsilon must be > 0, got {self.sink_epsilon!r}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"extract.max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.box_decimals, int) or not 0 <= self.box_decimals <= 4:
+            raise ValueError(f"extract.box_decimals must be an integer in 0..4, got {self.box_decimals!r}")
+        if not (isinstance(self.flat_ratio, (int, float)) and self.flat_ratio >= 1):
+            raise ValueError(f"extract.flat_ratio must be a number >= 1, got {self.flat_ratio!r}")
+        if not isinstance(self.sink_phrase, str) or not self.sink_phrase.strip():
+            raise ValueError("extract.sink_phrase must be a non-empty string")
+        unknown = sorted(set(self.templates) - set(DEFAULT_TEMPLATES))
+        if unknown:
+            raise ValueError(f"extract.templates: unknown template(s) {unknown}; known: {sorted(DEFAULT_TEMPLATES)}")
+        for name, text in self.all_templates().items():
+            check_template(name, text)
+        for cat, phrase in self.phrase_overrides.items():
+            if not isinstance(phrase, str) or not phrase.strip():
+                raise ValueError(f"extract.phrase_overrides[{cat!r}] must be a non-empty string")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ExtractParams":
+        """Build from the `extract` section; unknown keys are an error."""
+        d = dict(d or {})
+        _reject_unknown("extract", d, cls)
+        if "layers" in d and isinstance(d["layers"], tuple):
+            d["layers"] = list(d["layers"])
+        return cls(**d)
+
+    def all_templates(self) -> dict[str, str]:
+        """The defaults with this run's replacements applied."""
+        return {**DEFAULT_TEMPLATES, **self.templates}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (stored in the cache's `params` attribute)."""
+        return asdict(self)
+
+
+def check_template(name: str, text: str) -> None:
+    """A clear error when a template lacks a placeholder (or repeats `{phrase}`)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"extract.templates.{name} must be a non-empty string")
+    for ph in TEMPLATE_PLACEHOLDERS[name]:
+        if ph not in text:
+            raise ValueError(f"extract.templates.{name} must contain the placeholder {ph}: {text!r}")
+    if name == "target" and text.count("{phrase}") != 1:
+        raise ValueError(f"extract.templates.target must contain {{phrase}} exactly once: {text!r}")
+
+
+def resolve_layers(layers: list[int], num_layers: int) -> list[int]:
+    """Absolute layer indices (negative = from the end), in the given order; clear errors."""
+    out = []
+    for layer in layers:
+        idx = layer + num_layers if layer < 0 else layer
+        if not 0 <= idx < num_layers:
+            raise ValueError(
+                f"extract.layers: layer {layer} is out of range for a language model with "
+                f"{num_layers} layers (valid: {-num_layers}..{num_layers - 1})"
+            )
+        out.append(idx)
+    if len(set(out)) != len(out):
+        raise ValueError(f"extract.layers: {layers} name the same layer twice (resolved {out})")
+    return out

@@ -1,0 +1,61 @@
+"""Extract-stage parameters: defaults, unknown keys, validation, layer resolution."""
+
+import pytest
+
+from pipeline.attention.params import (
+    DEFAULT_TEMPLATES, ExtractParams, VlmModelParams, resolve_layers,
+)
+
+
+def test_defaults_and_round_trip():
+    p = ExtractParams.from_dict({})
+    assert p.head_aggregation == "mean" and p.layers == [-16, -12, -8]
+    assert ExtractParams.from_dict(p.to_dict()) == p
+    assert p.all_templates() == DEFAULT_TEMPLATES
+    custom = ExtractParams.from_dict({"templates": {"target": "Find the {phrase}."}})
+    assert custom.all_templates()["target"] == "Find the {phrase}."
+    assert custom.all_templates()["occlusion"] == DEFAULT_TEMPLATES["occlusion"]
+
+
+@pytest.mark.parametrize(
+    "d, message",
+    [
+        ({"layer": [1]}, r"unknown parameter\(s\) \['layer'\]"),
+        ({"layers": []}, "non-empty list"),
+        ({"layers": [1.5]}, "non-empty list"),
+        ({"head_aggregation": "max"}, "head_aggregation"),
+        ({"top_k_heads": 0}, "top_k_heads"),
+        ({"templates": {"target": "no phrase {box}"}}, r"placeholder \{phrase\}"),
+        ({"templates": {"target": "{phrase} {phrase}"}}, "exactly once"),
+        ({"templates": {"occlusion": "which?"}}, r"placeholder \{names\}"),
+        ({"templates": {"other": "x"}}, "unknown template"),
+        ({"flat_ratio": 0.5}, "flat_ratio"),
+        ({"sink_epsilon": 0}, "sink_epsilon"),
+        ({"phrase_overrides": {"a": " "}}, "phrase_overrides"),
+    ],
+)
+def test_bad_extract_params_are_clear_errors(d, message):
+    with pytest.raises(ValueError, match=message):
+        ExtractParams.from_dict(d)
+
+
+def test_vlm_params_from_models_section():
+    p = VlmModelParams.from_models_section({"profile": "smoke", "vlm": {"family": "llava"}, "sam_variant": "vitt"})
+    assert p.smoke and p.family == "llava"
+    assert VlmModelParams.from_models_section({}).resolved_family() == "llava_next"
+    with pytest.raises(ValueError, match=r"models.vlm: unknown parameter\(s\) \['model'\]"):
+        VlmModelParams.from_models_section({"vlm": {"model": "x"}})
+    with pytest.raises(ValueError, match="models.profile"):
+        VlmModelParams.from_models_section({"profile": "fast"})
+    with pytest.raises(ValueError, match="belongs to the models section"):
+        VlmModelParams.from_models_section({"vlm": {"profile": "smoke"}})
+    with pytest.raises(ValueError, match="family"):
+        VlmModelParams.from_dict({"family": "llava2"})
+
+
+def test_resolve_layers():
+    assert resolve_layers([-1, 0, 5], 32) == [31, 0, 5]
+    with pytest.raises(ValueError, match="out of range for a language model with 3 layers"):
+        resolve_layers([-16], 3)
+    with pytest.raises(ValueError, match="same layer twice"):
+        resolve_layers([-1, 2], 3)
