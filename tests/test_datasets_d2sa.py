@@ -230,7 +230,7 @@ def test_compressed_counts_decoder_matches_pycocotools():
         m = rng.random((h, w)) < rng.uniform(0.05, 0.95)
         m[: rng.integers(0, h)] = rng.random() < 0.5  # long runs -> multi-char and delta codes
         rle = masks.encode(m)
-        assert _compressed_counts(rle["counts"]) == _uncompressed_runs(m)
+        assert _compressed_counts(rle["counts"]).tolist() == _uncompressed_runs(m)
 
 
 def _uncompressed_runs(m):

@@ -123,28 +123,34 @@ def parse_images(data: dict, path: Path, image_dir: Path) -> list[ImageInfo]:
     return images
 
 
-def _compressed_counts(counts: str) -> list[int]:
-    """Decode COCO's compressed RLE string (LEB128-like, 6 bits per char, delta from the
-    count two places back from the 4th count on) into run lengths; ValueError if malformed."""
-    runs: list[int] = []
-    p, n = 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("truncated counts string")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {counts[p]!r} in counts string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        runs.append(x)
+def _compressed_counts(counts: str) -> np.ndarray:
+    """Decode COCO's compressed RLE string into run lengths (int64); ValueError if malformed.
+
+    The format (pycocotools maskApi.c rleToString): each count is a little-endian sequence
+    of 5-bit groups in chars '0'+c, bit 0x20 = "more groups follow", bit 0x10 of the last
+    group = sign; from the 4th count on, the value is a delta to the count two places back.
+    Vectorised with numpy so a D2SA-size file validates in seconds.
+    """
+    c = np.frombuffer(counts.encode("ascii", "replace"), np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, np.int64)
+    if (c < 0).any() or (c >= 64).any():
+        raise ValueError("invalid character in counts string")
+    last = (c & 0x20) == 0
+    if not last[-1]:
+        raise ValueError("truncated counts string")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    group_len = ends - starts + 1
+    if group_len.max() > 12:
+        raise ValueError("count too large")
+    k = np.arange(c.size) - np.repeat(starts, group_len)  # position inside its count
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    negative = (c[ends] & 0x10) != 0
+    x = np.where(negative, x - (np.int64(1) << (5 * group_len)), x)
+    runs = x.copy()
+    runs[2::2] = np.cumsum(x[2::2])  # index 2 is absolute, 4, 6, ... add the one 2 back
+    runs[1::2] = np.cumsum(x[1::2])  # index 1 is absolute, 3, 5, ... add the one 2 back
     return runs
 
 
@@ -170,10 +176,11 @@ def _validate_rle(seg: dict, height: int, width: int, where: str) -> dict:
             raise DatasetError(f"{where}: malformed RLE ({e})") from e
     else:
         raise DatasetError(f"{where}: malformed RLE ('counts' must be a string or a list)")
-    if any(r < 0 for r in runs) or sum(runs) != height * width:
+    runs = np.asarray(runs, np.int64)
+    if (runs < 0).any() or int(runs.sum()) != height * width:
         raise DatasetError(
             f"{where}: malformed RLE (run lengths must be >= 0 and sum to {height}*{width}, "
-            f"got sum {sum(runs)})"
+            f"got sum {int(runs.sum())})"
         )
     if isinstance(counts, list):
         rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
