@@ -85,12 +85,13 @@ def layout(cfg: SceneConfig, rng: np.random.Generator) -> list[PlacedObject]:
 
     A candidate that would leave an earlier object with occlusion > max_occlusion or fewer
     than min_visible_px visible pixels is redrawn (new category, shape, place); after
-    max_tries it is dropped.
+    max_tries it is dropped. Masks are only touched inside the candidate's box.
     """
     h, w = cfg.height, cfg.width
     short = min(h, w)
-    amodals: list[np.ndarray] = []
     visibles: list[np.ndarray] = []
+    visible_area: list[int] = []
+    amodal_area: list[int] = []
     parts: list[tuple[Category, int, int, np.ndarray]] = []
     for _ in range(_instance_count(cfg, rng)):
         for _attempt in range(cfg.max_tries):
@@ -100,23 +101,41 @@ def layout(cfg: SceneConfig, rng: np.random.Generator) -> list[PlacedObject]:
             if sh > h or sw > w:
                 continue
             x0, y0 = _place(parts, sw, sh, cfg, rng)
-            amodal = np.zeros((h, w), bool)
-            amodal[y0:y0 + sh, x0:x0 + sw] = sil
-            new_visibles = [v & ~amodal for v in visibles]
+            box = (slice(y0, y0 + sh), slice(x0, x0 + sw))
+            lost = [int(np.count_nonzero(v[box] & sil)) for v in visibles]
+            left = [a - l for a, l in zip(visible_area, lost)]
             if all(
-                nv.sum() >= cfg.min_visible_px
-                and 1.0 - nv.sum() / a.sum() <= cfg.max_occlusion
-                for nv, a in zip(new_visibles, amodals)
+                n >= cfg.min_visible_px and 1.0 - n / area <= cfg.max_occlusion
+                for n, area in zip(left, amodal_area)
             ):
-                visibles = new_visibles + [amodal.copy()]
-                amodals.append(amodal)
+                for v in visibles:
+                    v[box] &= ~sil
+                visible = np.zeros((h, w), bool)
+                visible[box] = sil
+                visibles.append(visible)
+                area = int(np.count_nonzero(sil))
+                visible_area = left + [area]
+                amodal_area.append(area)
                 parts.append((cat, x0, y0, sil))
                 break
     objects = []
     for j, (cat, x0, y0, sil) in enumerate(parts):
-        occluders = tuple(i for i in range(j + 1, len(parts)) if (amodals[i] & amodals[j]).any())
-        objects.append(PlacedObject(cat, x0, y0, sil, amodals[j], visibles[j], occluders))
+        amodal = np.zeros((h, w), bool)
+        amodal[y0:y0 + sil.shape[0], x0:x0 + sil.shape[1]] = sil
+        occluders = tuple(i for i in range(j + 1, len(parts)) if _overlap(parts[j], parts[i]))
+        objects.append(PlacedObject(cat, x0, y0, sil, amodal, visibles[j], occluders))
     return objects
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Whether two placed silhouettes share a pixel."""
+    _, ax, ay, asil = a
+    _, bx, by, bsil = b
+    x0, y0 = max(ax, bx), max(ay, by)
+    x1, y1 = min(ax + asil.shape[1], bx + bsil.shape[1]), min(ay + asil.shape[0], by + bsil.shape[0])
+    if x0 >= x1 or y0 >= y1:
+        return False
+    return bool((asil[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & bsil[y0 - by:y1 - by, x0 - bx:x1 - bx]).any())
 
 
 def render(objects: list[PlacedObject], cfg: SceneConfig, rng: np.random.Generator) -> np.ndarray:
