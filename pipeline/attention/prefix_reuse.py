@@ -1,0 +1,158 @@
+"""Prefill an image's shared prompt prefix once; run each instance's suffix on its KV cache.
+
+All instances of an image share the prompt up to the image tokens and the text before the
+instance-specific part. `prefill` runs the multimodal forward (vision tower included) once
+over that prefix and keeps its KV cache; `run_suffix` runs one instance's suffix tokens on
+the cache, capturing the attention rows of its target tokens (see `capture.py`), and crops
+the cache back to the prefix afterwards, so instances never see each other (tests prove the
+result equals a full forward of prefix + suffix, and that B after A equals B alone).
+`generate_from_prefix` answers a question (greedy decoding) from the same prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from pipeline.attention.capture import CAPTURE_ATTN, capture_rows, enable_capture
+
+_TEXT_ONLY_KEYS = ("input_ids", "attention_mask")
+
+
+@dataclass
+class PrefixState:
+    """The KV cache of one image's shared prompt prefix (batch 1)."""
+
+    cache: object  # transformers DynamicCache holding exactly `prefix_len` positions
+    prefix_len: int
+    prefix_ids: torch.Tensor  # int64 [1, prefix_len]
+    next_logits: torch.Tensor  # float [1, V]: logits after the last prefix token
+
+
+def _image_token_ids(model) -> list[int]:
+    ids = [getattr(model.config, name, None) for name in ("image_token_id", "video_token_id")]
+    return [int(i) for i in ids if i is not None]
+
+
+def _check_cache(state: PrefixState) -> None:
+    length = state.cache.get_seq_length()
+    if length != state.prefix_len:
+        raise RuntimeError(f"prefix cache holds {length} positions, expected {state.prefix_len}: "
+                           "it was modified outside prefix_reuse")
+
+
+def _crop_to_prefix(state: PrefixState) -> None:
+    extra = state.cache.get_seq_length() - state.prefix_len
+    if extra > 0:
+        state.cache.crop(-extra)
+    _check_cache(state)
+
+
+def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
+    """Run the multimodal forward over the first `prefix_len` tokens of `inputs` once.
+
+    `inputs`: the processor's output for one prompt (input_ids [1, N], attention_mask,
+    pixel_values, image_sizes, ...). Every image token must lie inside the prefix.
+    """
+    from transformers import DynamicCache
+
+    input_ids = inputs["input_ids"]
+    if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"prefill takes one prompt (input_ids [1, N]), got shape {tuple(input_ids.shape)}")
+    n_tokens = input_ids.shape[1]
+    if not 0 < prefix_len <= n_tokens:
+        raise ValueError(f"prefix_len {prefix_len} outside 1..{n_tokens}")
+    mask = inputs.get("attention_mask")
+    if mask is not None and not bool(mask[:, :prefix_len].all()):
+        raise ValueError("the prompt prefix contains padding (attention_mask 0); pass an unpadded prompt")
+    prefix_ids = input_ids[:, :prefix_len]
+    for token_id in _image_token_ids(model):
+        n_all, n_prefix = int((input_ids == token_id).sum()), int((prefix_ids == token_id).sum())
+        if n_all != n_prefix:
+            raise ValueError(f"{n_all - n_prefix} of {n_all} image tokens (id {token_id}) lie after "
+                             f"prefix_len {prefix_len}: the prefix must hold the whole image")
+    extra = {k: v for k, v in inputs.items() if k not in _TEXT_ONLY_KEYS}
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+    state = PrefixState(cache=out.past_key_values, prefix_len=prefix_len,
+                        prefix_ids=prefix_ids.clone(), next_logits=out.logits[:, -1].float())
+    _check_cache(state)
+    return state
+
+
+def _check_suffix(model, state: PrefixState, suffix_ids: torch.Tensor) -> None:
+    if suffix_ids.ndim != 2 or suffix_ids.shape[0] != 1 or suffix_ids.shape[1] == 0:
+        raise ValueError(f"suffix_ids must be [1, S] with S >= 1, got shape {tuple(suffix_ids.shape)}")
+    for token_id in _image_token_ids(model):
+        if bool((suffix_ids == token_id).any()):
+            raise ValueError(f"suffix contains image token id {token_id}: images belong in the prefix")
+    _check_cache(state)
+
+
+def _forward_on_cache(model, cache, past_len: int, ids: torch.Tensor):
+    """Forward `ids` after the `past_len` positions held by `cache` (which grows by len(ids))."""
+    mask = torch.ones(1, past_len + ids.shape[1], dtype=torch.long, device=ids.device)
+    return model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
+                 logits_to_keep=1)
+
+
+def run_suffix(model, state: PrefixState, suffix_ids: torch.Tensor, target_rows: Sequence[int],
+               layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Attention of the target rows of one instance's suffix: {layer: float32 Tensor[H, R, K]}.
+
+    `suffix_ids` [1, S] are the tokens following the prefix; `target_rows` index them
+    (0..S-1, so the absolute position is prefix_len + row); K = prefix_len + S covers all
+    keys. Switches the language model to the capture attention if needed (outputs unchanged).
+    The cache is cropped back to the prefix afterwards, also on error.
+    """
+    _check_suffix(model, state, suffix_ids)
+    if model.config.get_text_config()._attn_implementation != CAPTURE_ATTN:
+        enable_capture(model)
+    try:
+        with capture_rows(model, layers, target_rows) as recorder, torch.no_grad():
+            _forward_on_cache(model, state.cache, state.prefix_len, suffix_ids)
+        return {layer: probs[0] for layer, probs in recorder.result.items()}
+    finally:
+        _crop_to_prefix(state)
+
+
+def _eos_ids(model, eos_token_ids) -> set[int]:
+    if eos_token_ids is None:
+        eos_token_ids = model.generation_config.eos_token_id
+    if eos_token_ids is None:
+        return set()
+    if isinstance(eos_token_ids, int):
+        return {eos_token_ids}
+    return {int(i) for i in eos_token_ids}
+
+
+def generate_from_prefix(model, state: PrefixState, suffix_ids: torch.Tensor, max_new_tokens: int,
+                         eos_token_ids: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Greedy (argmax) continuation of prefix + suffix: new token ids [1, n] (n <= max_new_tokens).
+
+    Stops after an end token (`eos_token_ids`, default the model's generation config), which
+    is included as `generate` does. The cache is cropped back to the prefix afterwards.
+    """
+    _check_suffix(model, state, suffix_ids)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    stop = _eos_ids(model, eos_token_ids)
+    new_tokens: list[torch.Tensor] = []
+    try:
+        step_ids, past_len = suffix_ids, state.prefix_len
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                logits = _forward_on_cache(model, state.cache, past_len, step_ids).logits[:, -1]
+                past_len += step_ids.shape[1]
+                next_id = logits.argmax(dim=-1, keepdim=True)
+                new_tokens.append(next_id)
+                if int(next_id) in stop:
+                    break
+                step_ids = next_id
+    finally:
+        _crop_to_prefix(state)
+    return torch.cat(new_tokens, dim=1)
