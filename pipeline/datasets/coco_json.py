@@ -34,16 +34,14 @@ class ImageInfo:
 class InstanceFields:
     """Where one flavour keeps an instance's parts in an annotation dict.
 
-    `visible_default_amodal`: when True, an annotation without the visible field is taken as
-    unoccluded (visible = amodal); when False the field is required.
-    `occluders`: the field holding a list of occluder instance ids, for flavours that have
-    one (an annotation without it gets `occluder_ids=None`); None when the flavour has none.
+    `amodal`, `visible`, `bbox` name required fields. `occluders` names the field holding a
+    list of occluder instance ids, for flavours that have one (an annotation without it gets
+    `occluder_ids=None`); None when the flavour has none.
     """
 
     amodal: str
     visible: str
     bbox: str
-    visible_default_amodal: bool = False
     occluders: str | None = None
 
 
@@ -158,9 +156,13 @@ def _validate_rle(seg: dict, height: int, width: int, where: str) -> dict:
     """A validated RLE with str counts, at the image size."""
     size = seg.get("size")
     counts = seg.get("counts")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2) or counts is None:
+    if (
+        not (isinstance(size, (list, tuple)) and len(size) == 2)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        or counts is None
+    ):
         raise DatasetError(f"{where}: malformed RLE (needs 'size' [h, w] and 'counts')")
-    if [int(size[0]), int(size[1])] != [height, width]:
+    if list(size) != [height, width]:
         raise DatasetError(
             f"{where}: RLE size {list(size)} does not match the image size [{height}, {width}]"
         )
@@ -252,11 +254,8 @@ def parse_instance(
         raise DatasetError(f"{where}: unknown category id {cid}")
     amodal = mask_to_rle(require(ann, fields.amodal, where), image.height, image.width,
                          f"{where} '{fields.amodal}'")
-    if fields.visible in ann or not fields.visible_default_amodal:
-        visible = mask_to_rle(require(ann, fields.visible, where), image.height, image.width,
-                              f"{where} '{fields.visible}'")
-    else:
-        visible = amodal
+    visible = mask_to_rle(require(ann, fields.visible, where), image.height, image.width,
+                          f"{where} '{fields.visible}'")
     occluders = occluder_id_list(ann, fields.occluders, where) if fields.occluders else None
     return Instance(
         id=aid,
