@@ -214,3 +214,9 @@ def test_forward_is_embedding_then_multimask_prediction_at_input_size(model):
         expected = model.predict_masks(model.get_image_embeddings(image), points, labels, True, 120, 200, 120, 200)
     assert masks.shape == (1, 2, 3, 120, 200)
     torch.testing.assert_close((masks, iou), expected, rtol=0, atol=0)
+
+
+def test_sampling_limit_equals_what_the_decoder_reads():
+    from pipeline.sampling.limits import MAX_DECODER_POINTS
+
+    assert MAX_DECODER_POINTS == DECODER_MAX_NUM_INPUT_POINTS
