@@ -173,6 +173,7 @@ def _broken(tmp_path, mutate):
         (lambda d: d["annotations"][0]["segmentation"].update(counts="#$%"), "annotation id 5 'segmentation': malformed RLE"),
         (lambda d: d["annotations"][0]["segmentation"].update(counts="0"), "annotation id 5 'segmentation': malformed RLE.*sum"),
         (lambda d: d["annotations"][0]["segmentation"].update(size=[20, 20]), "does not match the image size"),
+        (lambda d: d["annotations"][0]["segmentation"].update(size=["10", 12]), "annotation id 5 'segmentation': malformed RLE"),
         (lambda d: d["annotations"][1]["visible_mask"]["counts"].append(3), "annotation id 6 'visible_mask': malformed RLE"),
         (lambda d: d["annotations"][1].update(segmentation=[[1, 2, 3]]), "annotation id 6 'segmentation': malformed polygon 0"),
         (lambda d: d["annotations"][1].update(segmentation="abc"), "annotation id 6 'segmentation': malformed mask"),
