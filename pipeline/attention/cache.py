@@ -299,3 +299,21 @@ def read_image(path: str | os.PathLike, image_id: int, with_heads: bool = False)
         if key not in f["images"]:
             raise CacheFormatError(f"{path}: image {image_id} is not in the attention cache")
         return _read_image(f["images"][key], with_heads)
+
+
+def read_occlusion(path: str | os.PathLike) -> dict[tuple[int, int], tuple[list[str], list[int], str]]:
+    """The VLM's occlusion answer per instance, without reading any map.
+
+    Returns {(image_id, gt_id): (occluder_names, occluder_ids, occlusion_error of the image)}.
+    """
+    out = {}
+    with _open(path) as f:
+        for key, g in f["images"].items():
+            error = _str(g.attrs["occlusion_error"])
+            for gt_key, h in g["instances"].items():
+                out[(int(key), int(gt_key))] = (
+                    json.loads(_str(h.attrs["occluder_names"])),
+                    [int(x) for x in h.attrs["occluder_ids"]],
+                    error,
+                )
+    return out

@@ -1,0 +1,146 @@
+"""Parameters of the decode stage (params.yaml section `decode`) and the EfficientSAM part of
+the `models` section: each defined here and only here.
+
+params.yaml layout read by the decode stage::
+
+    models:
+      profile: smoke | real          # smoke: seeded random EfficientSAM weights, outputs marked smoke
+      efficient_sam:                 # SamModelParams
+        variant: vitt                # vitt | vits
+        checkpoint: null             # explicit checkpoint path (else the search order of
+                                     # pipeline.weights.resolve_efficient_sam)
+        amodal_decoder: null         # state dict of a second (amodal) mask decoder
+    prompt_mode: points              # optional top-level value shared with the sample stage
+    decode:                          # DecodeParams
+      prompt_mode: points
+      completion: occluder_hull
+      ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from pipeline.decoding.completion import COMPLETIONS, DECODER
+from pipeline.decoding.occluders import OCCLUDER_RULES
+from pipeline.sampling.limits import PROMPT_MODES, uses_box
+
+PROFILES = ("smoke", "real")
+SAM_VARIANTS = ("vitt", "vits")
+SAM_SECTION = "efficient_sam"
+
+
+def _from_dict(cls, d: dict | None, where: str):
+    d = dict(d or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(names)}")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """How prompts become visible and amodal masks.
+
+    prompt_mode           'points' (the sampler's points), 'box' (the dataset's amodal box as
+                          EfficientSAM box corners, labels 2/3) or 'points+box'
+    completion            how the amodal mask is made: 'decoder' (a second, learned mask decoder
+                          given as models.efficient_sam.amodal_decoder) or a training-free
+                          method of `completion.py`: visible | hull | occluder_hull | occluder_box
+    occluders             whose masks count as occluders for occluder_hull / occluder_box:
+                          'vlm' | 'gt' | 'overlap' (rules in `occluders.py`)
+    modal_given           modal-given protocol (as reported by pix2gestalt, PCNet): complete the
+                          amodal mask from the ground-truth visible masks of the instance and of
+                          its occluders instead of decoded ones; training-free completions only;
+                          amodal entries say `modal_given: true` and get score 1.0
+    max_queries_per_call  None: all instances of an image in ONE decoder call (queries =
+                          instances); an int caps the queries per call to bound memory
+    device                torch device for EfficientSAM ('cpu', 'cuda', ...)
+    """
+
+    prompt_mode: str = "points"
+    completion: str = "occluder_hull"
+    occluders: str = "vlm"
+    modal_given: bool = False
+    max_queries_per_call: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"decode.prompt_mode {self.prompt_mode!r}: expected one of {PROMPT_MODES}")
+        if self.completion not in COMPLETIONS:
+            raise ValueError(f"decode.completion {self.completion!r}: expected one of {COMPLETIONS}")
+        if self.occluders not in OCCLUDER_RULES:
+            raise ValueError(f"decode.occluders {self.occluders!r}: expected one of {OCCLUDER_RULES}")
+        if not isinstance(self.modal_given, bool):
+            raise ValueError(f"decode.modal_given must be true or false, got {self.modal_given!r}")
+        if self.modal_given and self.completion == DECODER:
+            raise ValueError("decode.modal_given applies to training-free completions, not 'decoder'")
+        if self.max_queries_per_call is not None and (
+            not isinstance(self.max_queries_per_call, int) or self.max_queries_per_call < 1
+        ):
+            raise ValueError(f"decode.max_queries_per_call must be null or a positive integer, got {self.max_queries_per_call!r}")
+
+    @property
+    def uses_points(self) -> bool:
+        return self.prompt_mode != "box"
+
+    @property
+    def uses_box(self) -> bool:
+        return uses_box(self.prompt_mode)
+
+    @classmethod
+    def from_dict(cls, d: dict | None, shared_prompt_mode: str | None = None) -> "DecodeParams":
+        """From the `decode` section; `shared_prompt_mode` is params.yaml's top-level prompt_mode."""
+        d = dict(d or {})
+        if shared_prompt_mode is not None:
+            if "prompt_mode" in d and d["prompt_mode"] != shared_prompt_mode:
+                raise ValueError(
+                    f"decode.prompt_mode {d['prompt_mode']!r} contradicts the top-level prompt_mode "
+                    f"{shared_prompt_mode!r}; set one of them"
+                )
+            d["prompt_mode"] = shared_prompt_mode
+        return _from_dict(cls, d, "decode")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SamModelParams:
+    """Which EfficientSAM to run (params.yaml `models.efficient_sam`).
+
+    variant         'vitt' | 'vits'
+    checkpoint      explicit path of the official checkpoint; None -> the search order of
+                    `pipeline.weights.resolve_efficient_sam` (real profile only)
+    amodal_decoder  path of a mask-decoder state dict for amodal masks (completion='decoder');
+                    None in the smoke profile -> a copy of the seeded random mask decoder
+    """
+
+    variant: str = "vitt"
+    checkpoint: str | None = None
+    amodal_decoder: str | None = None
+
+    def __post_init__(self):
+        if self.variant not in SAM_VARIANTS:
+            raise ValueError(f"models.{SAM_SECTION}.variant {self.variant!r}: expected one of {SAM_VARIANTS}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SamModelParams":
+        return _from_dict(cls, d, f"models.{SAM_SECTION}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def sam_models_from_section(models: dict | None) -> tuple[str, SamModelParams]:
+    """(profile, SamModelParams) from params.yaml's `models` section (other keys belong to others)."""
+    models = dict(models or {})
+    if "profile" not in models:
+        raise ValueError(f"models.profile is missing: expected one of {PROFILES}")
+    profile = models["profile"]
+    if profile not in PROFILES:
+        raise ValueError(f"models.profile {profile!r}: expected one of {PROFILES}")
+    return profile, SamModelParams.from_dict(models.get(SAM_SECTION))
