@@ -334,3 +334,45 @@ def test_params_sections():
         DecodeParams(completion="decoder", modal_given=True)
     with pytest.raises(ValueError, match="decode.completion"):
         DecodeParams(completion="magic")
+
+
+def test_stage_module_and_cli(scenes, models, reference_run, tmp_path, monkeypatch):
+    """`python -m stages.decode` reads params.yaml; `vlmsam decode` takes the same settings."""
+    import yaml
+    from typer.testing import CliRunner
+
+    import pipeline.decoding.run as run_module
+    import stages.decode
+    from pipeline.cli import app
+
+    _, pts, cache, _, summary = reference_run
+    monkeypatch.setattr(run_module, "load_sam_models", lambda *a, **k: models)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "points.parquet").write_bytes(pts.read_bytes())
+    (tmp_path / "cache" / "attention.h5").write_bytes(cache.read_bytes())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "dataset": {"annotations": str(scenes.annotation_file)},
+        "models": {"profile": "smoke", "vlm": "ignored here", "efficient_sam": {"variant": "vitt"}},
+        "prompt_mode": "points",
+        "decode": {"completion": "occluder_hull", "occluders": "vlm"},
+    }))
+    result = stages.decode.main(["--params", "params.yaml"])
+    assert result.smoke and result.n_visible == scenes.instance_count()
+    assert (tmp_path / "cache/pred_visible.json").read_text() == summary.visible_path.read_text()
+    assert (tmp_path / "cache/pred_amodal.json").read_text() == summary.amodal_path.read_text()
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["decode", "--annotations", str(scenes.annotation_file), "--profile", "smoke",
+                              "--out-visible", "v.json", "--out-amodal", "a.json", "--completion", "occluder_hull"])
+    assert out.exit_code == 0, out.output
+    assert "SMOKE" in out.output
+    assert (tmp_path / "a.json").read_text() == summary.amodal_path.read_text()
+
+    monkeypatch.setattr(run_module, "load_sam_models", load_sam_models)
+    monkeypatch.setenv("VLMSAM_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = runner.invoke(app, ["decode", "--annotations", str(scenes.annotation_file), "--profile", "real",
+                              "--out-visible", "v2.json", "--out-amodal", "a2.json"])
+    assert out.exit_code == 1
+    assert "efficient_sam_vitt.pt" in out.output and not (tmp_path / "v2.json").exists()

@@ -21,10 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.decoding.completion import COMPLETIONS, DECODER
 from pipeline.decoding.occluders import OCCLUDER_RULES
 from pipeline.sampling.limits import PROMPT_MODES, uses_box
+
+# Default file paths of the stage (inputs and outputs, relative to the project root).
+DEFAULT_POINTS = Path("cache/points.parquet")
+DEFAULT_CACHE = Path("cache/attention.h5")
+DEFAULT_VISIBLE = Path("cache/pred_visible.json")
+DEFAULT_AMODAL = Path("cache/pred_amodal.json")
 
 PROFILES = ("smoke", "real")
 SAM_VARIANTS = ("vitt", "vits")

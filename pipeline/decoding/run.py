@@ -24,18 +24,20 @@ from pipeline.attention.cache import params_hash, read_info, read_occlusion
 from pipeline.datasets.record import AmodalDataset, ImageRecord
 from pipeline.decoding.completion import DECODER, NEEDS_OCCLUDERS, complete
 from pipeline.decoding.occluders import VlmOcclusion, choose_occluders, union
-from pipeline.decoding.params import DecodeParams, SamModelParams
+from pipeline.decoding.params import (
+    DEFAULT_AMODAL,
+    DEFAULT_CACHE,
+    DEFAULT_POINTS,
+    DEFAULT_VISIBLE,
+    DecodeParams,
+    SamModelParams,
+)
 from pipeline.decoding.parts import PartStore
 from pipeline.decoding.prompts import PointIndex, PromptError, image_prompts
 from pipeline.decoding.sam import DecodedMasks, SamModels, decode_image, load_image, load_sam_models
 from pipeline.sampling.points_schema import read_points
 
 log = logging.getLogger(__name__)
-
-DEFAULT_POINTS = Path("cache/points.parquet")
-DEFAULT_CACHE = Path("cache/attention.h5")
-DEFAULT_VISIBLE = Path("cache/pred_visible.json")
-DEFAULT_AMODAL = Path("cache/pred_amodal.json")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""DVC stage `decode`: cache/points.parquet (+ cache/attention.h5 for the VLM's occluders) ->
+cache/pred_visible.json + cache/pred_amodal.json.
+
+Run as `python -m stages.decode [--params params.yaml]`; reads the `dataset`, `models` and
+`decode` sections and the optional top-level `prompt_mode` shared with the sample stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline.datasets.params import DatasetParams, load
+from pipeline.decoding.params import (
+    DEFAULT_AMODAL,
+    DEFAULT_CACHE,
+    DEFAULT_POINTS,
+    DEFAULT_VISIBLE,
+    DecodeParams,
+    sam_models_from_section,
+)
+from pipeline.decoding.run import DecodeSummary, run_decode
+from pipeline.params_file import DEFAULT_PARAMS, load_params, section
+
+
+def main(argv: list[str] | None = None) -> DecodeSummary:
+    """Run the stage on the default paths; returns what it wrote."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params(args.params)
+    dataset = load(DatasetParams.from_dict(section(params, "dataset", args.params)))
+    profile, sam_params = sam_models_from_section(section(params, "models", args.params))
+    decode_params = DecodeParams.from_dict(section(params, "decode", args.params), params.get("prompt_mode"))
+    return run_decode(dataset, decode_params, profile, sam_params,
+                      DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL)
+
+
+if __name__ == "__main__":
+    main()
