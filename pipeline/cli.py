@@ -17,5 +17,7 @@ from pipeline.synth.cli import synth_command  # noqa: E402
 app.command("synth")(synth_command)
 from pipeline.evaluation.command import evaluate_command  # noqa: E402
 app.command("evaluate")(evaluate_command)
+from pipeline.attention.command import extract_command  # noqa: E402
+app.command("extract")(extract_command)
 from pipeline.decoding.cli import decode_command  # noqa: E402
 app.command("decode")(decode_command)

@@ -27,6 +27,7 @@ def test_defaults_and_round_trip():
         ({"top_k_heads": 0}, "top_k_heads"),
         ({"templates": {"target": "no phrase {box}"}}, r"placeholder \{phrase\}"),
         ({"templates": {"target": "{phrase} {phrase}"}}, "exactly once"),
+        ({"templates": {"target": "Where is the {phrase} in {box}?"}}, "must put {box} before {phrase}"),
         ({"templates": {"occlusion": "which?"}}, r"placeholder \{names\}"),
         ({"templates": {"other": "x"}}, "unknown template"),
         ({"flat_ratio": 0.5}, "flat_ratio"),

@@ -49,7 +49,7 @@ def test_box_text_normalised_and_clipped():
 
 def test_target_question_records_phrase_span():
     q = P.target_question(DEFAULT_TEMPLATES["target"], "kiwi", "[0.10, 0.20, 0.30, 0.40]")
-    assert q.text == "Where is the kiwi in the box [0.10, 0.20, 0.30, 0.40]?"
+    assert q.text == "Look at the box [0.10, 0.20, 0.30, 0.40]. Where is the kiwi?"
     assert q.text[q.phrase_span[0]:q.phrase_span[1]] == "kiwi"
     with pytest.raises(P.PromptError, match="exactly once"):
         P.target_question("{phrase} and {phrase}", "kiwi", "")
@@ -76,7 +76,7 @@ def test_phrase_tokens_located_in_every_family(processors, image, family):
     # neighbours are outside the phrase
     before = proc.tokenizer.decode([int(ids[enc.query_rows[0] - 1])])
     after = proc.tokenizer.decode([int(ids[enc.query_rows[-1] + 1])])
-    assert before.strip() == "the" and after.strip() == "in"
+    assert before.strip() == "the" and after.strip() == "?"
     assert len(enc.query_tokens) == len(enc.query_rows)
     # optional last prompt token
     enc2 = P.encode_prompt(proc, image, q, include_last_token=True)
