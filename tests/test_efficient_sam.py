@@ -133,18 +133,20 @@ def test_load_mask_decoder_rejects_other_state_dicts(model, tmp_path):
         load_mask_decoder(bad_shape)
 
 
-def _prompts():
+def _prompts(batch=1):
+    """Two queries per image: a positive and a negative point; a box."""
     points = torch.tensor([[[[100.0, 50.0], [30.0, 40.0]], [[10.0, 200.0], [300.0, 220.0]]]])
     labels = torch.tensor([[[1, 0], [2, 3]]])
-    return points.expand(2, -1, -1, -1), labels.expand(2, -1, -1)
+    return points.expand(batch, -1, -1, -1), labels.expand(batch, -1, -1)
 
 
 def test_second_decoder_runs_on_the_same_prompt_tokens(model, embedding):
+    embedding = embedding[:1]
     points, labels = _prompts()
     other = build_mask_decoder()
     with torch.inference_mode():
         tokens = model.encode_prompts(points, labels, input_h=240, input_w=320)
-        assert tokens.shape == (2, 2, DECODER_MAX_NUM_INPUT_POINTS, 256)
+        assert tokens.shape == (1, 2, DECODER_MAX_NUM_INPUT_POINTS, 256)
         own = model.predict_masks(embedding, points, labels, True, 240, 320)
         own_via_tokens = model.decode(embedding, tokens, True)
         via_other = model.decode(embedding, tokens, True, mask_decoder=other)
@@ -155,7 +157,7 @@ def test_second_decoder_runs_on_the_same_prompt_tokens(model, embedding):
 
 
 def test_output_shapes_and_upsampling(model, embedding):
-    points, labels = _prompts()
+    points, labels = _prompts(batch=2)
     with torch.inference_mode():
         low, iou = model.predict_masks(embedding, points, labels, True, 240, 320)
         single, single_iou = model.predict_masks(embedding, points, labels, False, 240, 320)
@@ -169,7 +171,7 @@ def test_output_shapes_and_upsampling(model, embedding):
 
 
 def test_queries_and_images_are_independent(model, embedding):
-    points, labels = _prompts()
+    points, labels = _prompts(batch=2)
     with torch.inference_mode():
         batched, batched_iou = model.predict_masks(embedding, points, labels, True, 240, 320)
         alone, alone_iou = model.predict_masks(embedding[1:], points[1:, 1:], labels[1:, 1:], True, 240, 320)
@@ -181,11 +183,12 @@ def test_point_rescaling_padding_and_official_cut(model, embedding):
     scaled = EfficientSam.rescale_points(torch.tensor([[[[320.0, 120.0], [-1.0, 5.0], [0.0, -3.0]]]]), 240, 640)
     torch.testing.assert_close(scaled, torch.tensor([[[[512.0, 512.0], [-1.0, 1024 * 5 / 240], [0.0, -1.0]]]]))
 
+    embedding = embedding[:1]
     points, labels = _prompts()
-    padded_points = torch.cat([points, torch.full((2, 2, 2, 2), -1.0)], dim=2)
-    padded_labels = torch.cat([labels, torch.full((2, 2, 2), -1, dtype=labels.dtype)], dim=2)
+    padded_points = torch.cat([points, torch.full((1, 2, 2, 2), -1.0)], dim=2)
+    padded_labels = torch.cat([labels, torch.full((1, 2, 2), -1, dtype=labels.dtype)], dim=2)
     seven_points = torch.cat([padded_points, padded_points[:, :, :3] + 7.0], dim=2)
-    seven_labels = torch.cat([padded_labels, torch.ones(2, 2, 3, dtype=labels.dtype)], dim=2)
+    seven_labels = torch.cat([padded_labels, torch.ones(1, 2, 3, dtype=labels.dtype)], dim=2)
     with torch.inference_mode():
         plain = model.predict_masks(embedding, points, labels, True, 240, 320)
         padded = model.predict_masks(embedding, padded_points, padded_labels, True, 240, 320)
@@ -205,13 +208,22 @@ def test_image_input_checks(model):
         model.get_image_embeddings(torch.zeros(3, 32, 32))
 
 
-def test_forward_is_embedding_then_multimask_prediction_at_input_size(model):
+def test_forward_is_embedding_then_multimask_prediction_at_input_size(model, monkeypatch):
     image = torch.rand(1, 3, 120, 200, generator=torch.Generator().manual_seed(1))
     points, labels = _prompts()
-    points, labels = points[:1], labels[:1]
+    seen = []
+    real_embeddings = model.get_image_embeddings
+
+    def spy(images):
+        seen.append((images, real_embeddings(images)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(model, "get_image_embeddings", spy)
     with torch.inference_mode():
         masks, iou = model(image, points, labels)
-        expected = model.predict_masks(model.get_image_embeddings(image), points, labels, True, 120, 200, 120, 200)
+        assert len(seen) == 1 and seen[0][0] is image
+        expected = model.predict_masks(seen[0][1], points, labels, True, 120, 200, 120, 200)
+    assert seen[0][1].shape == (1, 256, 64, 64)
     assert masks.shape == (1, 2, 3, 120, 200)
     torch.testing.assert_close((masks, iou), expected, rtol=0, atol=0)
 
