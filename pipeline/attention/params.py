@@ -38,7 +38,7 @@ DEFAULT_MODEL_IDS = {
 }
 
 DEFAULT_TEMPLATES = {
-    "target": "Where is the {phrase} in the box {box}?",
+    "target": "Look at the box {box}. Where is the {phrase}?",
     "occlusion": (
         "The image shows these objects: {names}. Which of them are partly hidden behind "
         "which other objects? Answer with JSON only, in the form "
@@ -229,6 +229,11 @@ def check_template(name: str, text: str) -> None:
             raise ValueError(f"extract.templates.{name} must contain the placeholder {ph}: {text!r}")
     if name == "target" and text.count("{phrase}") != 1:
         raise ValueError(f"extract.templates.target must contain {{phrase}} exactly once: {text!r}")
+    if name == "target" and "{box}" in text and text.rfind("{box}") > text.index("{phrase}"):
+        raise ValueError(
+            "extract.templates.target must put {box} before {phrase}: attention is causal, so the "
+            f"phrase tokens (the query rows) would not see a box that follows them: {text!r}"
+        )
 
 
 def resolve_layers(layers: list[int], num_layers: int) -> list[int]:

@@ -1,12 +1,14 @@
 """Prompts: target phrases, question texts, chat-template rendering, and the target's query rows.
 
 Design of the per-instance (target) prompt: one user turn holding the image and the question
-from the `target` template, e.g. "Where is the {phrase} in the box {box}?", where {phrase} is
+from the `target` template, e.g. "Look at the box {box}. Where is the {phrase}?", where {phrase} is
 the object's name (humanised category name, see `category_phrase`) and {box} its amodal box
 as coordinates normalised by the original image width/height, "[x0, y0, x1, y1]" with
 `box_decimals` decimals (the LLaVA-1.5 grounding convention). The query rows of the
 instance are the tokens of the phrase inside that question (optionally plus the last prompt
-token): their attention to the image tokens is the instance's map.
+token): their attention to the image tokens is the instance's map. The box comes BEFORE the
+phrase: attention is causal, so only then do the phrase tokens know which instance is meant
+(two instances of one category differ only in their box).
 
 The chat template of the processor renders the turn with the image in the message
 (`{"type": "image"}`); the processor then expands the image token into the image's feature
