@@ -120,3 +120,20 @@ def test_smoke_ids():
     assert smoke_family("llava-hf/llava-1.5-7b-hf") is None
     with pytest.raises(ValueError, match="unknown VLM family"):
         build_smoke_vlm("blip")
+
+
+def test_onevision_image_only_processor_round_trip(tmp_path):
+    from pipeline.attention.smoke_models import onevision_image_only_processor_class
+
+    _, processor = build_smoke_vlm("llava_onevision")
+    processor.save_pretrained(tmp_path)
+    loaded = onevision_image_only_processor_class().from_pretrained(tmp_path)
+    assert not hasattr(loaded, "video_processor")
+    assert loaded.num_image_tokens == processor.num_image_tokens
+    assert loaded.image_processor.image_grid_pinpoints == processor.image_processor.image_grid_pinpoints
+    image = _image(90, 170)
+    text_a, a = _inputs(processor, image=image)
+    text_b, b = _inputs(loaded, image=image)
+    assert text_a == text_b
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    assert torch.equal(a["pixel_values"], b["pixel_values"])

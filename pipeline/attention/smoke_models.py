@@ -203,21 +203,19 @@ def _vision_kwargs() -> dict:
     )
 
 
-def _onevision_processor_class():
-    """`LlavaOnevisionProcessor` without its video processor (defined lazily: imports transformers).
+@lru_cache(maxsize=None)
+def onevision_image_only_processor_class():
+    """`LlavaOnevisionProcessor` without its video processor (a subclass, built on first use).
 
     The real class requires a video processor, and transformers' only one needs torchvision,
     which is not installable here; for images the video processor is never used. This
     subclass takes only the image processor and the tokenizer and is otherwise the real class
-    (same token expansion, same chat-template handling). `from_pretrained` on it loads a real
-    OneVision checkpoint's processor without the video part.
+    (same image-token expansion, same chat-template handling). Its `from_pretrained` loads a
+    saved OneVision processor (e.g. a real checkpoint's) without the video part.
     """
-    global LlavaOnevisionImageOnlyProcessor
-    if LlavaOnevisionImageOnlyProcessor is not None:
-        return LlavaOnevisionImageOnlyProcessor
     from transformers import LlavaOnevisionProcessor, ProcessorMixin
 
-    class _ImageOnly(LlavaOnevisionProcessor):
+    class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
         def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
                      vision_feature_select_strategy=None, chat_template=None,
                      image_token="<image>", video_token="<video>",
@@ -231,18 +229,7 @@ def _onevision_processor_class():
             self.vision_aspect_ratio = vision_aspect_ratio
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    _ImageOnly.__name__ = _ImageOnly.__qualname__ = "LlavaOnevisionImageOnlyProcessor"
-    LlavaOnevisionImageOnlyProcessor = _ImageOnly
-    return _ImageOnly
-
-
-LlavaOnevisionImageOnlyProcessor = None
-"""Set by `_onevision_processor_class()`; use that function to get the class."""
-
-
-def onevision_image_only_processor_class():
-    """The OneVision processor class without video processor (see `_onevision_processor_class`)."""
-    return _onevision_processor_class()
+    return LlavaOnevisionImageOnlyProcessor
 
 
 def _build_config_and_processor(family: str):
@@ -306,7 +293,7 @@ def _build_config_and_processor(family: str):
         image_processor = tf.LlavaOnevisionImageProcessorPil(
             size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
         )
-        processor = _onevision_processor_class()(
+        processor = onevision_image_only_processor_class()(
             image_processor=image_processor, tokenizer=tokenizer,
             num_image_tokens=n_side * n_side, vision_feature_select_strategy="full",
             vision_aspect_ratio="anyres_max_9", chat_template=_CHATML_CHAT_TEMPLATE,
