@@ -230,13 +230,17 @@ def weights_command(
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when a needed checkpoint is missing."),
 ) -> None:
     """List every checkpoint the pipeline needs, where it looks, whether it is present and where to get it."""
-    from pipeline.params_file import load_params
+    from pipeline.params_file import load_params, section
 
     profile = "real"
     if params.exists():
-        models = load_params(params).get("models") or {}
-        profile = models.get("profile", "real")
-        rows = weights_status_for_models(models)
+        try:
+            models = section(load_params(params), "models", params)
+            profile = models.get("profile", "real")
+            rows = weights_status_for_models(models)
+        except (ValueError, KeyError) as e:
+            typer.echo(f"error: {params}: {e}", err=True)
+            raise typer.Exit(code=2) from e
         typer.echo(f"checkpoints for {params} (models.profile = {profile}):")
     else:
         rows = weights_status()

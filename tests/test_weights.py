@@ -178,3 +178,15 @@ def test_weights_command(places):
     smoke = runner.invoke(single, ["--params", str(params), "--strict"])
     assert smoke.exit_code == 0 and "no checkpoint is read" in smoke.output
     assert "weights" in [c.name for c in app.registered_commands]
+
+
+def test_weights_command_reports_bad_params(places):
+    single = typer.Typer()
+    single.command()(weights.weights_command)
+    params = places["tmp"] / "params.yaml"
+    params.write_text("models:\n  profile: real\n  efficient_sam:\n    variant: vitb\n")
+    result = CliRunner().invoke(single, ["--params", str(params)])
+    assert result.exit_code == 2 and "vitb" in result.output
+    params.write_text("dataset: {}\n")
+    result = CliRunner().invoke(single, ["--params", str(params)])
+    assert result.exit_code == 2 and "section 'models' is missing" in result.output
