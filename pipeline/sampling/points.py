@@ -1,0 +1,213 @@
+"""One instance's attention map on its search grid -> point prompts, best first.
+
+Positives: local maxima of the (smoothed) map ('peak') or KMeans cluster centres of its
+high-attention cells ('kmeans'). Negatives: peaks of the occluders' maps where they exceed
+the instance's own map ('occluder'), then low-attention places of the instance's map
+('background'). Emitted points keep `min_distance` from each other. Maps that cannot give
+points fall back to the box centre as one positive, with the reason (see FALLBACK_REASONS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.feature import peak_local_max
+from sklearn.cluster import KMeans  # imported here, before run.py limits its OpenMP threads
+
+from pipeline.sampling.params import SampleParams
+from pipeline.sampling.pixel_map import Grid, smooth
+
+# why an instance fell back to its box centre ('extract:<reason>' when extract flagged it)
+FALLBACK_REASONS = {
+    "nan": "the instance's attention maps hold NaN or inf",
+    "empty": "no attention inside the search region (no token covers it, or all zero)",
+    "flat": "coefficient of variation of the map over the search region below sample.flat_cv",
+    "nopeak": "no cell of the map reaches sample.rel_threshold",
+}
+EXTRACT_PREFIX = "extract:"
+CANDIDATES_PER_POINT = 4  # peak_local_max keeps this many of the highest peaks per point wanted
+
+
+@dataclass
+class InstancePoints:
+    """Points of one instance, best first (positives, then negatives)."""
+
+    x: np.ndarray  # float64 [n] image pixels
+    y: np.ndarray  # float64 [n]
+    label: np.ndarray  # int8 [n] 1 positive, 0 negative
+    score: np.ndarray  # float32 [n]
+    source: list[str]  # per point, one of points_schema.SOURCES
+    fallback: str = ""
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def fallback_points(box_xywh, reason: str) -> InstancePoints:
+    """The box centre as the one positive point, flagged with `reason`."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    return InstancePoints(
+        np.array([x + w / 2]), np.array([y + h / 2]), np.array([1], np.int8),
+        np.array([0.0], np.float32), ["fallback"], reason,
+    )
+
+
+def map_fallback(target: np.ndarray, flat_cv: float) -> str:
+    """'' when the painted map [rows, cols] can give points, else 'empty' or 'flat'."""
+    values = target[np.isfinite(target)]
+    if values.size == 0 or values.max() <= 0:
+        return "empty"
+    mean = values.mean()
+    if mean <= 0 or values.std() / mean < flat_cv:
+        return "flat"
+    return ""
+
+
+def _normalise(m: np.ndarray) -> np.ndarray | None:
+    """(m - lo) / (hi - lo) over the finite cells (NaN elsewhere); None when constant."""
+    valid = np.isfinite(m)
+    if not valid.any():
+        return None
+    lo, hi = m[valid].min(), m[valid].max()
+    if not hi > lo:
+        return None
+    return (m - lo) / (hi - lo)
+
+
+class _WindowMean:
+    """Mean of a map's finite values in square windows, via integral images."""
+
+    def __init__(self, m: np.ndarray):
+        valid = np.isfinite(m)
+        pad = ((1, 0), (1, 0))
+        self.sum = np.pad(np.where(valid, m, 0.0).cumsum(0).cumsum(1), pad)
+        self.cnt = np.pad(valid.astype(np.float64).cumsum(0).cumsum(1), pad)
+        self.rows, self.cols = m.shape
+
+    def __call__(self, rc: np.ndarray, half: int) -> np.ndarray:
+        r0 = np.clip(rc[:, 0] - half, 0, self.rows)
+        r1 = np.clip(rc[:, 0] + half + 1, 0, self.rows)
+        c0 = np.clip(rc[:, 1] - half, 0, self.cols)
+        c1 = np.clip(rc[:, 1] + half + 1, 0, self.cols)
+
+        def box(t):
+            return t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0]
+
+        return box(self.sum) / np.maximum(box(self.cnt), 1)
+
+
+def _peaks(n: np.ndarray, min_distance: int, threshold: float, wanted: int) -> np.ndarray:
+    """The highest local maxima [k, 2] (row, col) of a normalised map above `threshold` on
+    finite cells, at most CANDIDATES_PER_POINT * `wanted` of them (highest first)."""
+    valid = np.isfinite(n)
+    rc = peak_local_max(
+        np.where(valid, n, -1.0), min_distance=min_distance, threshold_abs=threshold,
+        exclude_border=False, num_peaks=CANDIDATES_PER_POINT * max(wanted, 1),
+    )
+    return rc[valid[rc[:, 0], rc[:, 1]]] if rc.size else rc.reshape(0, 2)
+
+
+def _by_score(rc: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-score, kind="stable")
+    return rc[order], score[order]
+
+
+def _kmeans_positives(n: np.ndarray, params: SampleParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster the cells above rel_threshold, weighted by how far they rise above it; each
+    cluster's member nearest its centre, scored by the cluster's share of that weight."""
+    high = np.isfinite(n) & (n > params.rel_threshold)
+    rc = np.argwhere(high)
+    if rc.shape[0] == 0:
+        return rc, np.zeros(0)
+    w = n[high] - params.rel_threshold
+    k = min(params.n_pos, rc.shape[0])
+    km = KMeans(n_clusters=k, n_init=1, random_state=params.seed).fit(rc.astype(np.float64), sample_weight=w)
+    chosen, score = [], []
+    for c in range(k):
+        members = np.flatnonzero(km.labels_ == c)
+        if members.size == 0:
+            continue
+        d = ((rc[members] - km.cluster_centers_[c]) ** 2).sum(1)
+        chosen.append(rc[members[np.argmin(d)]])
+        score.append(w[members].sum() / w.sum())
+    return _by_score(np.array(chosen).reshape(-1, 2), np.array(score))
+
+
+def _take(cands: np.ndarray, taken: list[np.ndarray], limit: int, min_distance: int) -> list[int]:
+    """Indices of candidates (best first) kept at least `min_distance` cells from all taken."""
+    keep: list[int] = []
+    for i, rc in enumerate(cands):
+        if len(keep) >= limit:
+            break
+        if all(np.max(np.abs(rc - t)) >= min_distance for t in taken):
+            keep.append(i)
+            taken.append(rc)
+    return keep
+
+
+def sample_points(
+    target: np.ndarray,
+    occluders: list[np.ndarray],
+    grid: Grid,
+    box_xywh,
+    params: SampleParams,
+    sigma_cells: float,
+) -> InstancePoints:
+    """Points for one instance from its painted map `target` [rows, cols] on `grid` and the
+    painted maps of its occluders; falls back to the box centre when the map is unusable."""
+    reason = map_fallback(target, params.flat_cv)
+    if reason:
+        return fallback_points(box_xywh, reason)
+    maps = smooth(np.stack([target, *occluders]), sigma_cells)
+    n = _normalise(maps[0])
+    if n is None:
+        return fallback_points(box_xywh, "flat")
+    md = max(1, int(round(params.min_distance * max(grid.rows, grid.cols))))
+    half = max(1, md // 2)
+    window = _WindowMean(n)
+
+    if params.strategy == "kmeans":
+        pos_rc, pos_score = _kmeans_positives(n, params)
+        pos_source = "kmeans"
+    else:
+        pos_rc = _peaks(n, md, params.rel_threshold, params.n_pos)
+        pos_rc, pos_score = _by_score(pos_rc, window(pos_rc, half))
+        pos_source = "peak"
+    pos_rc, pos_score = pos_rc[: params.n_pos], pos_score[: params.n_pos]
+    if pos_rc.shape[0] == 0:
+        return fallback_points(box_xywh, "nopeak")
+
+    taken = [rc for rc in pos_rc]
+    neg_rc, neg_score, neg_source = [], [], []
+    for source in params.neg_sources:
+        room = params.n_neg - len(neg_rc)
+        if room <= 0:
+            break
+        if source == "occluder":
+            cands, scores = [], []
+            for occ in maps[1:]:
+                on = _normalise(occ)
+                if on is None:
+                    continue
+                rc = _peaks(on, md, params.rel_threshold, room)
+                s = on[rc[:, 0], rc[:, 1]] - np.nan_to_num(n[rc[:, 0], rc[:, 1]], nan=0.0)
+                cands.append(rc[s > 0])
+                scores.append(s[s > 0])
+            if not cands:
+                continue
+            rc, s = _by_score(np.concatenate(cands), np.concatenate(scores))
+        else:  # background: local minima of the instance's map below bg_max_level
+            low = 1.0 - n
+            rc = _peaks(low, md, 1.0 - params.bg_max_level, room)
+            rc, s = _by_score(rc, _WindowMean(low)(rc, half))
+        for i in _take(rc, taken, room, md):
+            neg_rc.append(rc[i])
+            neg_score.append(s[i])
+            neg_source.append(source)
+
+    all_rc = np.concatenate([pos_rc, np.array(neg_rc, np.int64).reshape(-1, 2)])
+    x, y = grid.to_pixels(all_rc[:, 0], all_rc[:, 1])
+    label = np.r_[np.ones(len(pos_rc), np.int8), np.zeros(len(neg_rc), np.int8)]
+    score = np.r_[pos_score, neg_score].astype(np.float32)
+    return InstancePoints(x, y, label, score, [pos_source] * len(pos_rc) + neg_source)

@@ -1,0 +1,266 @@
+"""The sample stage: attention cache + dataset boxes -> `cache/points.parquet`.
+
+Reads the cache image by image (never the VLM), samples every dataset instance's points on
+its search grid and writes one row per point (`points_schema`) atomically, with the sample
+parameters, their hash, the cache's smoke flag and provenance in the file metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from pipeline.attention.cache import CacheInfo, ImageAttention, iter_images, read_info
+from pipeline.datasets.record import AmodalDataset, ImageRecord
+from pipeline.sampling.params import SampleParams
+from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, search_region, split_views, token_values
+from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points
+from pipeline.sampling.points_schema import write_points
+
+log = logging.getLogger("vlmsam.sample")
+
+
+class SampleInputError(ValueError):
+    """Cache and dataset do not fit together; the message names both files and the record."""
+
+
+@dataclass
+class SampleSummary:
+    """What a run produced."""
+
+    images: int = 0
+    instances: int = 0
+    points: int = 0
+    fallbacks: Counter = field(default_factory=Counter)  # reason -> instances
+    skipped_cache_images: int = 0  # images of the cache that the dataset does not list
+    smoke: bool = False
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """Rows of the cache's `maps` to use and their weights."""
+
+    rows: list[int]
+    weights: np.ndarray
+
+    @classmethod
+    def resolve(cls, params: SampleParams, info: CacheInfo, cache_path) -> "LayerChoice":
+        """Map `params.layers` onto the cache's stored layers; a clear error for absent ones."""
+        layers = list(params.layers) if params.layers is not None else list(info.layers)
+        absent = [l for l in layers if l not in info.layers]
+        if absent:
+            raise SampleInputError(
+                f"{cache_path}: sample.layers {absent} are not in the attention cache, "
+                f"which stores layers {info.layers}"
+            )
+        weights = params.layer_weights if params.layer_weights is not None else [1.0] * len(layers)
+        return cls([info.layers.index(l) for l in layers], np.asarray(weights, np.float64))
+
+
+def sample_image(
+    image: ImageAttention, record: ImageRecord, params: SampleParams, layers: LayerChoice,
+    where: str = "", timings: Counter | None = None,
+) -> dict[int, InstancePoints]:
+    """Points of every instance of `record` (dataset order) from the cache's `image`.
+
+    `timings`, when given, accumulates seconds spent in 'upsample' and 'peaks'.
+    """
+    clock = time.perf_counter()
+    timings = Counter() if timings is None else timings
+    views = split_views(image.placement)
+    gt_ids = list(image.instances)
+    row_of = {g: i for i, g in enumerate(gt_ids)}
+    maps = np.stack([np.asarray(image.instances[g].maps) for g in gt_ids])  # [N, L, T]
+    values = token_values(maps, layers.rows, layers.weights, views, params.view_norm)
+    finite = np.isfinite(values).all(axis=1)
+    fine_side = finest_token_side(views)
+    use_occluders = params.n_neg > 0 and "occluder" in params.neg_sources
+
+    out: dict[int, InstancePoints] = {}
+    for inst in record.instances:
+        att = image.instances[inst.id]
+        if att.fallback:
+            out[inst.id] = fallback_points(inst.bbox, EXTRACT_PREFIX + att.fallback)
+            continue
+        i = row_of[inst.id]
+        if not finite[i]:
+            out[inst.id] = fallback_points(inst.bbox, "nan")
+            continue
+        occ_rows = []
+        if use_occluders:
+            for occ_id in att.occluder_ids:
+                if occ_id == inst.id:
+                    continue  # an object does not occlude itself
+                if occ_id not in row_of:
+                    raise SampleInputError(
+                        f"{where}image {image.image_id} instance {inst.id}: occluder id {occ_id} "
+                        f"has no map in the cache (instances there: {gt_ids})"
+                    )
+                if finite[row_of[occ_id]]:
+                    occ_rows.append(row_of[occ_id])
+        grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
+                         params.max_cells)
+        painted = paint(values[[i, *occ_rows]], views, grid, params.view_weights)
+        now = time.perf_counter()
+        timings["upsample"] += now - clock
+        sigma_cells = params.smooth * fine_side / grid.step
+        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells)
+        clock = time.perf_counter()
+        timings["peaks"] += clock - now
+    return out
+
+
+class _Columns:
+    """Accumulates the points table column by column."""
+
+    def __init__(self):
+        self.parts: dict[str, list] = {n: [] for n in ("image_id", "gt_id", "rank", "x", "y", "label", "score")}
+        self.source: list[str] = []
+        self.fallback: list[str] = []
+
+    def add(self, image_id: int, gt_id: int, pts: InstancePoints) -> None:
+        n = len(pts)
+        self.parts["image_id"].append(np.full(n, image_id, np.int64))
+        self.parts["gt_id"].append(np.full(n, gt_id, np.int64))
+        self.parts["rank"].append(np.arange(n, dtype=np.int16))
+        self.parts["x"].append(pts.x.astype(np.float32))
+        self.parts["y"].append(pts.y.astype(np.float32))
+        self.parts["label"].append(pts.label)
+        self.parts["score"].append(pts.score)
+        self.source.extend(pts.source)
+        self.fallback.extend([pts.fallback] * n)
+
+    def table(self, params_hash: str) -> pa.Table:
+        dtypes = {"image_id": np.int64, "gt_id": np.int64, "rank": np.int16, "x": np.float32,
+                  "y": np.float32, "label": np.int8, "score": np.float32}
+        cols = {k: np.concatenate(v) if v else np.zeros(0, dtypes[k]) for k, v in self.parts.items()}
+        cols["source"] = self.source
+        cols["fallback"] = self.fallback
+        cols["params_hash"] = [params_hash] * len(self.source)
+        return pa.table(cols)
+
+
+def points_metadata(params: SampleParams, info: CacheInfo, cache_path) -> dict:
+    """The `vlmsam` metadata of the points file (see points_schema)."""
+    return {
+        "params": params.to_dict(),
+        "params_hash": params.hash,
+        "smoke": bool(info.smoke),
+        "cache": {
+            "path": str(cache_path),
+            "model_id": info.model_id,
+            "model_revision": info.model_revision,
+            "layers": list(info.layers),
+            "params_hash": info.params_hash,
+        },
+    }
+
+
+def sample_cache(
+    cache_path: str | os.PathLike, dataset: AmodalDataset, params: SampleParams, progress: bool = True,
+    timings: Counter | None = None,
+) -> tuple[pa.Table, dict, SampleSummary]:
+    """Sample every instance of `dataset` from the cache: (points table, metadata, summary).
+
+    Every dataset image with instances must be in the cache with all its instances
+    (SampleInputError naming both files otherwise); cache images the dataset does not list
+    are skipped and counted. `timings`, when given, accumulates seconds per part: 'read',
+    'upsample', 'peaks'.
+    """
+    timings = Counter() if timings is None else timings
+    cache_path = Path(cache_path)
+    info = read_info(cache_path)
+    if info.smoke:
+        log.warning("SMOKE: %s was made with random VLM weights (%s); the points are not a result",
+                    cache_path, info.model_id)
+    layers = LayerChoice.resolve(params, info, cache_path)
+    records = {im.id: im for im in dataset.images if im.instances}
+    where = f"{cache_path} / {dataset.annotation_file}: "
+    summary = SampleSummary(smoke=info.smoke)
+    columns = _Columns()
+    done: set[int] = set()
+    # one thread: the per-instance arrays are small, and OpenMP/BLAS thread pools (KMeans)
+    # cost far more than they give on them (measured 40x slower KMeans on a loaded 2-core box)
+    with threadpool_limits(1), tqdm(total=len(records), desc="sample", unit="img", disable=not progress) as bar:
+        images = iter_images(cache_path)
+        while True:
+            clock = time.perf_counter()
+            image = next(images, None)
+            timings["read"] += time.perf_counter() - clock
+            if image is None:
+                break
+            record = records.get(image.image_id)
+            if record is None:
+                summary.skipped_cache_images += 1
+                continue
+            _check_image(image, record, layers, info, where)
+            points = sample_image(image, record, params, layers, where, timings)
+            for inst in record.instances:
+                columns.add(record.id, inst.id, points[inst.id])
+                summary.points += len(points[inst.id])
+                if points[inst.id].fallback:
+                    summary.fallbacks[points[inst.id].fallback] += 1
+            summary.images += 1
+            summary.instances += len(record.instances)
+            done.add(record.id)
+            bar.update(1)
+    missing = [i for i in records if i not in done]
+    if missing:
+        raise SampleInputError(
+            f"{where}{len(missing)} dataset image(s) with instances are not in the attention cache, "
+            f"e.g. image ids {missing[:10]} (re-run extract for this dataset)"
+        )
+    if summary.skipped_cache_images:
+        log.info("%s: %d cache image(s) not in %s were skipped", cache_path,
+                 summary.skipped_cache_images, dataset.annotation_file)
+    return columns.table(params.hash), points_metadata(params, info, cache_path), summary
+
+
+def _check_image(image: ImageAttention, record: ImageRecord, layers: LayerChoice, info: CacheInfo, where: str):
+    if (image.width, image.height) != (record.width, record.height):
+        raise SampleInputError(
+            f"{where}image {record.id}: size {image.width}x{image.height} in the cache, "
+            f"{record.width}x{record.height} in the dataset"
+        )
+    for inst in record.instances:
+        if inst.id not in image.instances:
+            raise SampleInputError(
+                f"{where}image {record.id} instance {inst.id} ({inst.category_name}) is in the dataset "
+                f"but not in the attention cache (re-run extract)"
+            )
+    for gt_id, att in image.instances.items():
+        if att.maps.ndim != 2 or att.maps.shape[0] != len(info.layers):
+            raise SampleInputError(
+                f"{where}image {record.id} instance {gt_id}: maps shape {att.maps.shape}, "
+                f"expected [{len(info.layers)} layers, tokens]"
+            )
+
+
+def run_sample(
+    cache_path: str | os.PathLike, dataset: AmodalDataset, out_path: str | os.PathLike,
+    params: SampleParams, progress: bool = True, timings: Counter | None = None,
+) -> SampleSummary:
+    """The whole stage: sample and write `out_path` atomically (nothing is written on error).
+
+    `timings`, when given, accumulates seconds per part: 'read', 'upsample', 'peaks', 'write'.
+    """
+    timings = Counter() if timings is None else timings
+    table, metadata, summary = sample_cache(cache_path, dataset, params, progress, timings)
+    clock = time.perf_counter()
+    write_points(out_path, table, metadata)
+    timings["write"] += time.perf_counter() - clock
+    log.info(
+        "%s: %d points for %d instances of %d images; fallbacks %s%s", out_path, summary.points,
+        summary.instances, summary.images, dict(summary.fallbacks) or "none",
+        " [SMOKE]" if summary.smoke else "",
+    )
+    return summary

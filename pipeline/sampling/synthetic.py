@@ -1,0 +1,186 @@
+"""Synthetic attention caches built from ground truth, for the sampler's tests and benchmark.
+
+A scene is a few ellipses stacked in depth (later ones in front); each instance's attention
+is Gaussian blobs on its VISIBLE part plus weaker distractor blobs on its occluders and on the
+background, plus noise, evaluated at the centres of LLaVA-NeXT-like tokens: a coarse base view
+(24 x 24 over the whole image) and a fine high-resolution view. Caches written from these
+scenes are SMOKE caches (`smoke=True`): they test the sampler, they are not results.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline import masks
+from pipeline.attention.cache import (
+    VIEW_BASE, VIEW_HIGHRES, AttentionCacheWriter, CacheInfo, ImageAttention, InstanceAttention,
+    TokenPlacement,
+)
+from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
+
+CATEGORY = "object"
+
+
+def grid_placement(width: int, height: int, base: int = 24, fine: tuple[int, int] = (36, 48)) -> TokenPlacement:
+    """LLaVA-NeXT-like tokens: a base grid `base` x `base` over the whole image (view 0), then a
+    fine grid of `fine` = (rows, cols) over the whole image (view 1, padding rows removed)."""
+    views, rows, cols, rects = [], [], [], []
+    for view, (nr, nc) in ((VIEW_BASE, (base, base)), (VIEW_HIGHRES, fine)):
+        r, c = np.divmod(np.arange(nr * nc), nc)
+        sx, sy = width / nc, height / nr
+        rects.append(np.stack([c * sx, r * sy, (c + 1) * sx, (r + 1) * sy], 1))
+        views.append(np.full(nr * nc, view, np.int8))
+        rows.append(r)
+        cols.append(c)
+    return TokenPlacement(
+        np.concatenate(views), np.concatenate(rows).astype(np.int32),
+        np.concatenate(cols).astype(np.int32), np.concatenate(rects).astype(np.float32),
+    )
+
+
+@dataclass
+class Scene:
+    """Ground truth of one synthetic image: per instance id its masks, box and occluders."""
+
+    width: int
+    height: int
+    amodal: dict[int, np.ndarray]  # bool [H, W]
+    visible: dict[int, np.ndarray]
+    occluders: dict[int, list[int]]
+    _pixels: dict = field(default_factory=dict, repr=False)
+
+    def pixels(self, gt_id: int | None) -> np.ndarray:
+        """(x, y) pixel centres [n, 2] of the visible part of `gt_id`, or of the background
+        (no object) for None; computed once per scene."""
+        if gt_id not in self._pixels:
+            if gt_id is None:
+                anywhere = np.zeros((self.height, self.width), bool)
+                for m in self.amodal.values():
+                    anywhere |= m
+                mask = ~anywhere
+            else:
+                mask = self.visible[gt_id]
+            ys, xs = np.nonzero(mask)
+            self._pixels[gt_id] = np.stack([xs + 0.5, ys + 0.5], 1).astype(np.float64)
+        return self._pixels[gt_id]
+
+    def box(self, gt_id: int) -> tuple[float, float, float, float]:
+        ys, xs = np.nonzero(self.amodal[gt_id])
+        return float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
+
+
+def random_scene(rng: np.random.Generator, width: int, height: int, n_objects: int, first_id: int) -> Scene:
+    """Ellipses in depth order (later ones in front); each keeps >= 25% of itself visible."""
+    ids = list(range(first_id, first_id + n_objects))
+    for _ in range(1000):
+        amodal: dict[int, np.ndarray] = {}
+        for gt in ids:
+            m = np.zeros((height, width), np.uint8)
+            axes = (int(rng.uniform(0.08, 0.22) * width), int(rng.uniform(0.08, 0.22) * height))
+            centre = (int(rng.uniform(0.15, 0.85) * width), int(rng.uniform(0.15, 0.85) * height))
+            cv2.ellipse(m, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            amodal[gt] = m.astype(bool)
+        visible, occluders = {}, {}
+        for i, gt in enumerate(ids):
+            above = [g for g in ids[i + 1:] if (amodal[g] & amodal[gt]).any()]
+            cover = np.zeros((height, width), bool)
+            for g in above:
+                cover |= amodal[g]
+            visible[gt] = amodal[gt] & ~cover
+            occluders[gt] = above
+        if all(visible[g].sum() >= 0.25 * amodal[g].sum() for g in ids):
+            return Scene(width, height, amodal, visible, occluders)
+    raise RuntimeError(f"no scene of {n_objects} objects with >= 25% visible each in 1000 draws")
+
+
+def _centres(placement: TokenPlacement) -> np.ndarray:
+    rect = np.asarray(placement.rect, np.float64)
+    return np.stack([(rect[:, 0] + rect[:, 2]) / 2, (rect[:, 1] + rect[:, 3]) / 2], 1)
+
+
+def _blobs(centres: np.ndarray, points: np.ndarray, sigma: float, amp: float) -> np.ndarray:
+    d2 = ((centres[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    return amp * np.exp(-d2 / (2 * sigma**2)).sum(1)
+
+
+def _pick(rng: np.random.Generator, pixels: np.ndarray, n: int) -> np.ndarray:
+    return pixels[rng.integers(0, pixels.shape[0], n)]
+
+
+def scene_attention(
+    scene: Scene, placement: TokenPlacement, rng: np.random.Generator, n_layers: int = 2,
+    distractor: float = 0.5, background: float = 0.35, noise: float = 0.08,
+) -> dict[int, np.ndarray]:
+    """Per instance: maps [n_layers, T] (attention-like: non-negative, summing to 0.5)."""
+    centres = _centres(placement)
+    bg = scene.pixels(None)
+    out = {}
+    for gt in scene.visible:
+        vis = scene.pixels(gt)
+        sigma = 0.3 * np.sqrt(vis.shape[0])
+        layers = []
+        for _ in range(n_layers):
+            v = _blobs(centres, _pick(rng, vis, 3), sigma, 1.0)
+            for occ in scene.occluders[gt]:
+                v += _blobs(centres, _pick(rng, scene.pixels(occ), 1), sigma, distractor)
+            if bg.shape[0]:
+                v += _blobs(centres, _pick(rng, bg, 2), sigma, background)
+            v = np.maximum(v + noise * rng.standard_normal(v.shape) * v.max(), 0)
+            layers.append(0.5 * v / v.sum())
+        out[gt] = np.stack(layers).astype(np.float32)
+    return out
+
+
+def scene_record(scene: Scene, image_id: int, image_path: Path) -> ImageRecord:
+    """The dataset record of a scene (real RLEs of its masks)."""
+    insts = []
+    for gt in scene.amodal:
+        a, v = scene.amodal[gt], scene.visible[gt]
+        insts.append(Instance(
+            id=gt, category_id=1, category_name=CATEGORY, bbox=scene.box(gt),
+            amodal_rle=masks.encode(a), visible_rle=masks.encode(v),
+            occlusion_rate=float(1 - v.sum() / a.sum()), occluder_ids=tuple(scene.occluders[gt]),
+        ))
+    return ImageRecord(image_id, image_path, scene.width, scene.height, tuple(insts))
+
+
+def cache_info(layers=(14, 20)) -> CacheInfo:
+    """Provenance of a synthetic cache: marked smoke."""
+    return CacheInfo(
+        model_id="synthetic-attention", model_revision="", prompt_templates={"target": "{name}"},
+        layers=list(layers), params={"synthetic": True, "layers": list(layers)}, smoke=True,
+    )
+
+
+def write_synthetic_cache(
+    directory: str | os.PathLike, n_images: int, seed: int = 0, width: int = 480, height: int = 360,
+    n_objects: int = 4, fine: tuple[int, int] = (36, 48),
+) -> tuple[Path, AmodalDataset, dict[int, Scene]]:
+    """Scenes -> (cache path, dataset of their records, scenes by image id) under `directory`."""
+    directory = Path(directory)
+    rng = np.random.default_rng(seed)
+    info = cache_info()
+    placement = grid_placement(width, height, fine=fine)
+    path = directory / "attention.h5"
+    writer = AttentionCacheWriter(path, info)
+    scenes, records = {}, []
+    for image_id in range(1, n_images + 1):
+        scene = random_scene(rng, width, height, n_objects, first_id=image_id * 100)
+        maps = scene_attention(scene, placement, rng, n_layers=len(info.layers))
+        instances = {
+            gt: InstanceAttention(gt, CATEGORY, f"the {CATEGORY}", [CATEGORY], maps[gt],
+                                  occluder_names=[CATEGORY] * len(scene.occluders[gt]),
+                                  occluder_ids=list(scene.occluders[gt]))
+            for gt in scene.amodal
+        }
+        writer.write_image(ImageAttention(image_id, width, height, placement, instances))
+        scenes[image_id] = scene
+        records.append(scene_record(scene, image_id, directory / f"{image_id}.png"))
+    writer.finalize([r.id for r in records])
+    dataset = AmodalDataset("synthetic-attention", directory / "annotations.json", tuple(records), {1: CATEGORY})
+    return path, dataset, scenes
