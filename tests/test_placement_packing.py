@@ -75,16 +75,19 @@ def build(family: str, variant: str = "real"):
     tok = _tokenizer()
     if family == "llava":
         strategy = "full" if variant == "full" else "default"
-        config = tf.LlavaConfig(vision_config=_vision(tf, "clip"), text_config=_text(tf.LlamaConfig),
+        tower = "siglip" if variant == "siglip" else "clip"
+        side = 384 if tower == "siglip" else 336
+        config = tf.LlavaConfig(vision_config=_vision(tf, tower), text_config=_text(tf.LlamaConfig),
                                 image_token_index=1, vision_feature_select_strategy=strategy,
                                 vision_feature_layer=-2)
         if variant == "pad":  # LlavaImageProcessor's pad-to-square option
             ip = tf.LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
                                            do_pad=True)
         else:  # llava-1.5-7b-hf's preprocessor_config.json: CLIPImageProcessor, resize 336 + centre crop
-            ip = tf.CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+            ip = tf.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
         processor = tf.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=14,
-                                      vision_feature_select_strategy=strategy, num_additional_image_tokens=1)
+                                      vision_feature_select_strategy=strategy,
+                                      num_additional_image_tokens=int(tower == "clip"))
     elif family == "llava_next":
         config = tf.LlavaNextConfig(vision_config=_vision(tf, "clip"), text_config=_text(tf.MistralConfig),
                                     image_token_index=1, image_grid_pinpoints=LLAVA_NEXT_PINPOINTS,
@@ -160,7 +163,8 @@ def identity_model(family: str, variant: str = "real"):
         torch.manual_seed(0)
         model = cls._from_config(config).eval()
         inner = model.model
-        inner.vision_tower = IdentityTower(config.vision_config.patch_size, family != "llava_onevision")
+        inner.vision_tower = IdentityTower(config.vision_config.patch_size,
+                                           config.vision_config.model_type == "clip_vision_model")
         inner.multi_modal_projector = nn.Identity()
         if hasattr(inner, "image_newline"):
             with torch.no_grad():
@@ -409,6 +413,27 @@ def test_llava15_pad_to_square_variant(image_hw):
 def test_llava15_full_strategy_keeps_cls_as_non_spatial_token():
     layout = check_against_transformers("llava", (300, 400), variant="full")
     assert layout.n_image_tokens == 577 and not layout.keep[0] and layout.keep[1:].all()
+
+
+def test_llava_siglip_default_strategy_drops_the_first_patch():
+    """A tower without CLS under "default": transformers drops patch (0, 0), so must the layout."""
+    layout = check_against_transformers("llava", (300, 400), variant="siglip")
+    assert layout.n_image_tokens == 27 * 27 - 1 and layout.keep.all()
+    assert (layout.placement.row[0], layout.placement.col[0]) == (0, 1)
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "llava_onevision"])
+def test_token_count_equals_processor_for_many_sizes(family):
+    """placement_for checks its count against the processor's own; exercise it on 150 sizes."""
+    config, processor = build(family)
+    rng = np.random.default_rng(7)
+    sizes = [tuple(int(v) for v in rng.integers(1, 4000, 2)) for _ in range(150)]
+    sizes += [(1, 1), (1, 3999), (3999, 1), (336, 672), (2304, 384)]
+    for hw in sizes:
+        layout = placement_for(config, processor, hw)
+        shapes = layout.view_shapes
+        assert len(layout.placement) == sum(r * c for r, c in shapes.values())
+        assert layout.n_image_tokens - len(layout.placement) == shapes.get(1, (0, 0))[0]
 
 
 def test_anyres_rects_cover_the_image():
