@@ -13,7 +13,7 @@ def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def texture(cat: Category, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """An HxWx3 float32 RGB patch in [0, 255] with the category's colours and pattern."""
+    """An HxWx3 uint8 RGB patch with the category's colours and pattern."""
     base = np.asarray(cat.colour, np.float32)
     accent = np.asarray(cat.accent, np.float32)
     yy = np.arange(h, dtype=np.float32)[:, None]
@@ -37,16 +37,12 @@ def texture(cat: Category, h: int, w: int, rng: np.random.Generator) -> np.ndarr
         raise ValueError(f"unknown texture {cat.texture!r} for category {cat.name}")
     rgb = _mix(base, accent, np.broadcast_to(t, (h, w)))
     shade = 1.0 + 0.12 * (yy / max(h - 1, 1) - 0.5)[..., None] * rng.choice([-1.0, 1.0])
-    return np.clip(rgb * shade, 0, 255)
+    return np.clip(rgb * shade + 0.5, 0, 255).astype(np.uint8)
 
 
 def background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A light tray-like HxWx3 float32 background: a soft gradient plus fine noise."""
-    tone = rng.uniform(175, 225)
-    tint = rng.uniform(-12, 12, 3)
-    yy = np.arange(h, dtype=np.float32)[:, None]
-    xx = np.arange(w, dtype=np.float32)[None, :]
-    g = xx * np.float32(rng.uniform(-20, 20) / w) + yy * np.float32(rng.uniform(-20, 20) / h)
-    noise = rng.standard_normal((h, w), dtype=np.float32) * np.float32(3.0)
-    shade = (g + noise)[..., None] + np.float32(tone) + tint.astype(np.float32)
-    return np.clip(shade, 0, 255)
+    """A light tray-like HxWx3 uint8 background: a soft linear gradient plus fine noise."""
+    tone = rng.uniform(171, 221) + rng.uniform(-12, 12, 3)
+    corners = np.clip(tone + rng.uniform(-10, 10, (2, 2, 1)), 0, 246).round().astype(np.uint8)
+    plane = cv2.resize(corners, (w, h), interpolation=cv2.INTER_LINEAR)  # bilinear plane
+    return cv2.add(plane, rng.integers(0, 9, size=(h, w, 3), dtype=np.uint8))  # saturating
