@@ -240,3 +240,11 @@ def _uncompressed_runs(m):
     bounds = np.concatenate([[0], change, [flat.size]])
     runs = np.diff(bounds).tolist()
     return ([0] + runs) if flat[0] else runs
+
+
+def test_file_without_annotations_needs_a_flavour(tmp_path):
+    path = _write(tmp_path, _d2sa_json(annotations=[]), images=False)
+    with pytest.raises(DatasetError, match="cannot detect the dataset flavour"):
+        load_dataset(path)
+    ds = load_dataset(path, "d2sa")
+    assert len(ds.images) == 3 and ds.instance_count() == 0
