@@ -412,17 +412,22 @@ def test_error_unknown_category(tmp_path):
 
 def test_error_bad_counts(tmp_path):
     def mutate(e, ds): e[3]["segmentation"]["counts"] = encode(np.ones((10, 10), bool))["counts"]
-    assert "entry 3" in _error_case(tmp_path, mutate, "RLE runs cover")
+    assert "entry 3" in _error_case(tmp_path, mutate, r"malformed RLE \(run lengths .* sum to 48\*64, got sum 100")
 
 
 def test_error_garbled_counts(tmp_path):
     def mutate(e, ds): e[0]["segmentation"]["counts"] += "z"
-    _error_case(tmp_path, mutate, "bad RLE counts")
+    _error_case(tmp_path, mutate, r"malformed RLE \(invalid character")
+
+
+def test_error_truncated_counts(tmp_path):
+    def mutate(e, ds): e[1]["segmentation"]["counts"] += "a"  # 'a' says "more follows"
+    _error_case(tmp_path, mutate, r"entry 1 .*malformed RLE \(truncated", "visible")
 
 
 def test_error_mask_size_differs_from_image(tmp_path):
     def mutate(e, ds): e[0]["segmentation"] = encode(np.ones((10, 10), bool))
-    _error_case(tmp_path, mutate, r"RLE size \[10, 10\] differs from the image size \[48, 64\]",
+    _error_case(tmp_path, mutate, r"RLE size \[10, 10\] does not match the image size \[48, 64\]",
                 "visible")
 
 
@@ -450,3 +455,8 @@ def test_error_missing_file(tmp_path):
     ds = scene(seed=9, n_images=1)
     with pytest.raises(PredictionFormatError, match="not found"):
         evaluate(ds, tmp_path / "nope.json", tmp_path / "nope2.json", tmp_path / "out")
+
+
+def test_error_non_integer_mask_size(tmp_path):
+    def mutate(e, ds): e[0]["segmentation"]["size"] = ["forty-eight", 64]
+    _error_case(tmp_path, mutate, r"entry 0 \(image_id 1, gt_id 1\): ")

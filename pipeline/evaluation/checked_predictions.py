@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.datasets.coco_json import mask_to_rle
 from pipeline.datasets.record import AmodalDataset, Instance
-from pipeline.evaluation.rle_check import rle_problem
 from pipeline.masks import to_compressed
 from pipeline.predictions import PredictionFormatError, is_smoke, read_predictions
 
@@ -38,40 +38,44 @@ def read_checked(path: str | os.PathLike, dataset: AmodalDataset) -> CheckedPred
     images = {im.id: im for im in dataset.images}
     instances: dict[int, tuple[int, Instance]] = {
         inst.id: (im.id, inst) for im in dataset.images for inst in im.instances}
-    checked, by_gt_id = [], {}
-    for i, entry in enumerate(entries):
-        def fail(problem: str) -> PredictionFormatError:
-            return PredictionFormatError(
-                f"{path}: entry {i} (image_id {entry.get('image_id')!r}, "
-                f"gt_id {entry.get('gt_id')!r}): {problem}")
 
+    def fail(i: int, problem: str) -> PredictionFormatError:
+        entry = entries[i]
+        return PredictionFormatError(
+            f"{path}: entry {i} (image_id {entry.get('image_id')!r}, "
+            f"gt_id {entry.get('gt_id')!r}): {problem}")
+
+    for i, entry in enumerate(entries):
         image_id = entry["image_id"]
         if not _is_int(image_id) or image_id not in images:
-            raise fail(f"image_id {image_id!r} is not an image of {dataset.annotation_file}")
+            raise fail(i, f"image_id {image_id!r} is not an image of {dataset.annotation_file}")
         if not _is_int(entry["category_id"]) or entry["category_id"] not in dataset.categories:
-            raise fail(f"category_id {entry['category_id']!r} is not a category of "
-                       f"{dataset.annotation_file}")
+            raise fail(i, f"category_id {entry['category_id']!r} is not a category of "
+                          f"{dataset.annotation_file}")
         score = entry["score"]
         if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
-            raise fail(f"score {score!r} is not a finite number")
-        image = images[image_id]
-        problem = rle_problem(entry["segmentation"], image.height, image.width)
-        if problem:
-            raise fail(problem)
-        entry = {**entry, "segmentation": to_compressed(entry["segmentation"])}
+            raise fail(i, f"score {score!r} is not a finite number")
+    checked, by_gt_id = [], {}
+    for i, entry in enumerate(entries):
+        image = images[entry["image_id"]]
+        try:  # the dataset loaders' own RLE validation: size, counts alphabet, run sums
+            rle = mask_to_rle(entry["segmentation"], image.height, image.width, "segmentation")
+        except (ValueError, TypeError) as e:
+            raise fail(i, str(e)) from e
+        entry = {**entry, "segmentation": to_compressed(rle)}
         gt_id = entry.get("gt_id")
         if gt_id is not None:
             if not _is_int(gt_id) or gt_id not in instances:
-                raise fail(f"gt_id {gt_id!r} is not an instance of {dataset.annotation_file}")
+                raise fail(i, f"gt_id {gt_id!r} is not an instance of {dataset.annotation_file}")
             gt_image_id, instance = instances[gt_id]
-            if gt_image_id != image_id:
-                raise fail(f"gt_id {gt_id} belongs to image {gt_image_id}, not {image_id}")
+            if gt_image_id != entry["image_id"]:
+                raise fail(i, f"gt_id {gt_id} belongs to image {gt_image_id}, not {entry['image_id']}")
             if instance.category_id != entry["category_id"]:
-                raise fail(f"gt_id {gt_id} has category {instance.category_id}, "
-                           f"not {entry['category_id']}")
+                raise fail(i, f"gt_id {gt_id} has category {instance.category_id}, "
+                              f"not {entry['category_id']}")
             if gt_id in by_gt_id:
-                raise fail(f"a second prediction for gt_id {gt_id} "
-                           "(mIoU needs one prediction per instance)")
+                raise fail(i, f"a second prediction for gt_id {gt_id} "
+                              "(mIoU needs one prediction per instance)")
             by_gt_id[gt_id] = entry
         checked.append(entry)
     return CheckedPredictions(path=path, entries=checked, by_gt_id=by_gt_id, smoke=is_smoke(entries))
