@@ -171,3 +171,31 @@ def test_downsampling_matches_processor_count():
         r0, r1, c0, c1 = unpadded_span((h, w), (tiles[0] * 27, tiles[1] * 27))
         hits += downsampled_hw(r1 - r0, c1 - c0, 27, 9) is not None
     assert hits > 10  # the sample exercises the downsampling branch
+
+
+def test_center_crop_offsets_of_both_backends():
+    """PIL backend: top = (h - ch) // 2 even when padding; torchvision pads (ch - h) // 2 first."""
+    from types import SimpleNamespace
+
+    from pipeline.attention.placement_geometry import center_crop_map, is_torchvision_backend
+
+    crop = SimpleNamespace(height=336, width=336)
+    pm, hw = center_crop_map((500, 335), crop)
+    assert hw == (336, 336) and pm.offset_y == -82 and pm.offset_x == 1
+    pm, _ = center_crop_map((500, 335), crop, torchvision=True)
+    assert pm.offset_y == -82 and pm.offset_x == 0
+
+    # the real PIL crop agrees (the image moves by +1 column when 335 is padded to 336)
+    from transformers.image_transforms import center_crop
+
+    img = np.arange(500 * 335, dtype=np.float32).reshape(1, 500, 335)
+    out = center_crop(img, (336, 336), data_format="channels_first", input_data_format="channels_first")
+    assert out[0, 0, 1] == img[0, 82, 0]
+
+    class TorchvisionBackend:  # stands in for the real base class name
+        pass
+
+    class FastProcessor(TorchvisionBackend):
+        pass
+
+    assert is_torchvision_backend(FastProcessor()) and not is_torchvision_backend(object())

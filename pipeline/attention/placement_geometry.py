@@ -82,11 +82,30 @@ def resize_map(hw: tuple[int, int], out_hw: tuple[int, int]) -> PixelMap:
     return PixelMap(scale_y=out_hw[0] / hw[0], scale_x=out_hw[1] / hw[1])
 
 
-def center_crop_map(hw: tuple[int, int], crop) -> tuple[PixelMap, tuple[int, int]]:
-    """transformers' `center_crop`: top = (h - ch) // 2 (negative when it pads a small image)."""
+def is_torchvision_backend(image_processor) -> bool:
+    """True for transformers' torchvision ("fast") image processors (torchvision installed)."""
+    return any(c.__name__ == "TorchvisionBackend" for c in type(image_processor).__mro__)
+
+
+def _crop_offset(size: int, crop: int, torchvision: bool) -> int:
+    """Shift of the image inside its centre crop along one axis.
+
+    PIL backend (`image_transforms.center_crop`): top = (size - crop) // 2, also when it pads a
+    too-small image (top < 0). Torchvision backend: a too-small axis is padded by
+    (crop - size) // 2 before; otherwise top = int((size - crop) / 2).
+    """
+    if torchvision and crop > size:
+        return (crop - size) // 2
+    return -((size - crop) // 2)
+
+
+def center_crop_map(hw: tuple[int, int], crop, torchvision: bool = False) -> tuple[PixelMap, tuple[int, int]]:
+    """The centre crop of the image processor as a PixelMap, and the cropped (h, w)."""
     crop_h, crop_w = int(crop.height), int(crop.width)
-    top, left = (hw[0] - crop_h) // 2, (hw[1] - crop_w) // 2
-    return PixelMap(offset_y=-top, offset_x=-left), (crop_h, crop_w)
+    return (
+        PixelMap(offset_y=_crop_offset(hw[0], crop_h, torchvision), offset_x=_crop_offset(hw[1], crop_w, torchvision)),
+        (crop_h, crop_w),
+    )
 
 
 def pad_to_square_map(hw: tuple[int, int]) -> tuple[PixelMap, tuple[int, int]]:
@@ -101,7 +120,7 @@ def per_patch_steps(image_processor, pm: PixelMap, hw: tuple[int, int]) -> tuple
         out = resize_output_hw(hw, image_processor.size)
         pm, hw = pm.then(resize_map(hw, out)), out
     if image_processor.do_center_crop:
-        crop_pm, hw = center_crop_map(hw, image_processor.crop_size)
+        crop_pm, hw = center_crop_map(hw, image_processor.crop_size, is_torchvision_backend(image_processor))
         pm = pm.then(crop_pm)
     return pm, hw
 
