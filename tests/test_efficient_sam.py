@@ -179,6 +179,19 @@ def test_queries_and_images_are_independent(model, embedding):
     torch.testing.assert_close(batched_iou[1:, 1:], alone_iou, rtol=0, atol=1e-5)
 
 
+def test_shared_image_rows_equal_the_official_tiling(model, embedding):
+    """Queries of one image share its embedding; same result as tiling it per query (official)."""
+    points = torch.tensor([[[[100.0, 50.0]], [[10.0, 200.0]], [[200.0, 100.0]]]])
+    labels = torch.tensor([[[1], [1], [0]]])
+    with torch.inference_mode():
+        tokens = model.encode_prompts(points, labels, 240, 320)  # [1, 3, 6, 256]
+        pe = model.prompt_encoder.get_dense_pe()
+        shared = model.mask_decoder(embedding[:1], pe, tokens, True)
+        tiled = model.mask_decoder(embedding[:1].expand(3, -1, -1, -1), pe, tokens.reshape(3, 1, 6, 256), True)
+    torch.testing.assert_close(shared[0][0], tiled[0][:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(shared[1][0], tiled[1][:, 0], rtol=0, atol=1e-6)
+
+
 def test_point_rescaling_padding_and_official_cut(model, embedding):
     scaled = EfficientSam.rescale_points(torch.tensor([[[[320.0, 120.0], [-1.0, 5.0], [0.0, -3.0]]]]), 240, 640)
     torch.testing.assert_close(scaled, torch.tensor([[[[512.0, 512.0], [-1.0, 1024 * 5 / 240], [0.0, -1.0]]]]))

@@ -60,9 +60,7 @@ class MaskDecoder(nn.Module):
         b, q, p, c = sparse_prompt_embeddings.shape
         if image_embeddings.shape[0] != b:
             raise ValueError(f"{image_embeddings.shape[0]} image embeddings for a prompt batch of {b}")
-        _, _, h, w = image_embeddings.shape
-        per_query = image_embeddings[:, None].expand(b, q, c, h, w).reshape(b * q, c, h, w)
-        masks, iou = self._predict(per_query, image_pe, sparse_prompt_embeddings.reshape(b * q, p, c))
+        masks, iou = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings.reshape(b * q, p, c))
         picked = slice(1, None) if multimask_output else slice(0, 1)
         masks, iou = masks[:, picked], iou[:, picked]
         return masks.reshape(b, q, *masks.shape[1:]), iou.reshape(b, q, -1)
@@ -70,10 +68,11 @@ class MaskDecoder(nn.Module):
     def _predict(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, prompt_tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embeddings [B, C, H, W], prompt_tokens [B·Q, P, C] → masks [B·Q, 4, 4H, 4W], IoU [B·Q, 4]."""
         n = prompt_tokens.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
-        hs, src = self.transformer(image_embeddings, image_pe, tokens)
+        hs, src = self.transformer(image_embeddings, image_pe, tokens)  # per image → per query
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
         _, c, h, w = image_embeddings.shape

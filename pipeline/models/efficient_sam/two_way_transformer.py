@@ -1,4 +1,10 @@
-"""The mask decoder's two-way transformer: prompt tokens and image tokens attend to each other."""
+"""The mask decoder's two-way transformer: prompt tokens and image tokens attend to each other.
+
+Batching: the prompt tokens have one row per query (B·Q), the image tokens may come in with one
+row per image (B). Whatever does not depend on the query (the image tokens' projections in the
+first block) is then computed once per image and repeated to the queries of that image
+(rows b·Q … b·Q + Q − 1), which gives the same numbers as tiling the image first, for less work.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.efficient_sam.layers import MLP
+
+
+def repeat_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Per-image rows [B, ...] → per-query rows [rows, ...] (each repeated rows/B times in place)."""
+    if x.shape[0] == rows:
+        return x
+    if rows % x.shape[0]:
+        raise ValueError(f"cannot spread a batch of {x.shape[0]} over {rows} rows")
+    return x.repeat_interleave(rows // x.shape[0], dim=0)
 
 
 class DownsampledAttention(nn.Module):
@@ -28,9 +43,10 @@ class DownsampledAttention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(
-            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        )
+        """q [Nq, Tq, C], k and v [Nk, Tk, C]: batches of one size or per image / per query (see module doc)."""
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        rows = max(q.shape[0], k.shape[0], v.shape[0])
+        out = F.scaled_dot_product_attention(repeat_rows(q, rows), repeat_rows(k, rows), repeat_rows(v, rows))
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
@@ -61,7 +77,8 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
         q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        image_update = self.cross_attn_image_to_token(k, q, queries)
+        keys = self.norm4(repeat_rows(keys, image_update.shape[0]) + image_update)
         return queries, keys
 
 
@@ -80,8 +97,8 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding [N, C, H, W], image_pe [N or 1, C, H, W], point_embedding [N, T, C]
-        → (tokens [N, T, C], image tokens [N, H·W, C])."""
+        """image_embedding [B, C, H, W], image_pe [1, C, H, W], point_embedding [B·Q, T, C]
+        → (tokens [B·Q, T, C], image tokens [B·Q, H·W, C])."""
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = point_embedding
@@ -89,4 +106,4 @@ class TwoWayTransformer(nn.Module):
             queries, keys = layer(queries, keys, point_embedding, key_pe)
         q, k = queries + point_embedding, keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
-        return queries, keys
+        return queries, repeat_rows(keys, queries.shape[0])
