@@ -105,6 +105,18 @@ def render_chat(processor, question_text: str) -> str:
 
 
 @dataclass
+class ImageInputs:
+    """The processor's output for one image, reusable by every prompt about that image.
+
+    tensors      pixel_values, image_sizes, ... (batch of 1)
+    replacement  the text the processor substitutes for the prompt's image token
+    """
+
+    tensors: dict
+    replacement: str
+
+
+@dataclass
 class EncodedPrompt:
     """One tokenised prompt with its image inputs.
 
@@ -112,9 +124,9 @@ class EncodedPrompt:
     image_positions  int64 [M] sequence positions of the image tokens, in order
     query_rows       sequence positions of the target tokens (empty when no phrase)
     query_tokens     the target tokens as strings
-    model_inputs     the processor's output (input_ids, attention_mask, pixel_values, ...),
-                     torch tensors with a batch dimension of 1
+    model_inputs     input_ids, attention_mask and the image tensors (torch, batch of 1)
     rendered         the chat-rendered text before image-token expansion
+    image_inputs     the image part, to pass to `encode_prompt` for further prompts
     """
 
     input_ids: np.ndarray
@@ -123,21 +135,46 @@ class EncodedPrompt:
     query_tokens: list[str]
     model_inputs: dict
     rendered: str
+    image_inputs: ImageInputs
 
 
-def encode_prompt(processor, image, question: Question, include_last_token: bool = False) -> EncodedPrompt:
-    """Render and tokenise `question` about `image`; locate the phrase tokens (if any)."""
+def encode_prompt(processor, image, question: Question, include_last_token: bool = False,
+                  image_inputs: ImageInputs | None = None) -> EncodedPrompt:
+    """Render and tokenise `question` about `image`; locate the phrase tokens (if any).
+
+    Without `image_inputs` the processor runs on image and text (its own token expansion).
+    With the `image_inputs` of an earlier prompt about the same image, the image processor
+    is skipped: the image token is replaced by the same expansion text and the tokenizer
+    runs alone, as the processor does (tests check the ids are identical).
+    """
     rendered = render_chat(processor, question.text)
     tokenizer = processor.tokenizer
     # mirror ProcessorMixin.apply_chat_template: a template that writes BOS itself gets no second one
     add_special = not (tokenizer.bos_token is not None and rendered.startswith(tokenizer.bos_token))
-    enc = processor(
-        images=image, text=rendered, return_tensors="pt", add_special_tokens=add_special,
-        return_offsets_mapping=question.phrase_span is not None,
-        return_text_replacement_offsets=question.phrase_span is not None,
-    )
+    want_offsets = question.phrase_span is not None
+    if image_inputs is None:
+        enc = dict(processor(
+            images=image, text=rendered, return_tensors="pt", add_special_tokens=add_special,
+            return_offsets_mapping=want_offsets, return_text_replacement_offsets=True,
+        ))
+        replacements = enc.pop("text_replacement_offsets")[0]
+        if len(replacements) != 1:
+            raise PromptError(f"expected one image placeholder in the prompt, found {len(replacements)}: {rendered!r}")
+        image_inputs = ImageInputs(
+            {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "offset_mapping")},
+            replacements[0]["replacement"],
+        )
+    else:
+        token = processor.image_token
+        if rendered.count(token) != 1:
+            raise PromptError(f"expected one image placeholder in the prompt, found {rendered.count(token)}: {rendered!r}")
+        at = rendered.index(token)
+        replacements = [{"span": (at, at + len(token)), "new_span": (at, at + len(image_inputs.replacement))}]
+        expanded = rendered[:at] + image_inputs.replacement + rendered[at + len(token):]
+        enc = dict(tokenizer(expanded, return_tensors="pt", add_special_tokens=add_special,
+                             return_offsets_mapping=want_offsets))
+        enc.update(image_inputs.tensors)
     offsets = enc.pop("offset_mapping", None)
-    replacements = enc.pop("text_replacement_offsets", None)
     input_ids = enc["input_ids"][0].numpy().astype(np.int64)
     image_token_id = processor.image_token_id
     image_positions = np.flatnonzero(input_ids == image_token_id)
@@ -155,7 +192,7 @@ def encode_prompt(processor, image, question: Question, include_last_token: bool
                 f"question {question.text!r}, rendered {rendered!r}"
             )
         span = (start + question.phrase_span[0], start + question.phrase_span[1])
-        span = _expanded_span(span, replacements[0] if replacements is not None else [])
+        span = _expanded_span(span, replacements)
         rows = phrase_token_rows(offsets[0].tolist(), span)
         if not rows:
             phrase = question.text[question.phrase_span[0]:question.phrase_span[1]]
@@ -165,7 +202,7 @@ def encode_prompt(processor, image, question: Question, include_last_token: bool
     if include_last_token and (len(input_ids) - 1) not in rows:
         rows = rows + [len(input_ids) - 1]
     tokens = tokenizer.convert_ids_to_tokens([int(input_ids[r]) for r in rows])
-    return EncodedPrompt(input_ids, image_positions, rows, list(tokens), dict(enc), rendered)
+    return EncodedPrompt(input_ids, image_positions, rows, list(tokens), enc, rendered, image_inputs)
 
 
 def _expanded_span(span: tuple[int, int], replacements: list[dict]) -> tuple[int, int]:
