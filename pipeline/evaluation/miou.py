@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 from pipeline.datasets.record import AmodalDataset
 from pipeline.evaluation.checked_predictions import CheckedPredictions
@@ -55,7 +56,7 @@ def instance_ious(dataset: AmodalDataset, amodal: CheckedPredictions,
     Expects `check_pairing(amodal, visible)` to hold (same gt_ids in both files).
     """
     out = []
-    for image in dataset.images:
+    for image in tqdm(dataset.images, desc="mIoU", unit="img", leave=False):
         for inst in image.instances:
             if inst.id not in amodal.by_gt_id:
                 continue

@@ -75,7 +75,7 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
         f"- ground truth: `{context.gt_file}` ({context.n_images} images, "
         f"{metrics['n_gt']} instances, {context.n_visible_gt} with a visible part)",
         f"- predictions: amodal `{context.amodal_file}`, visible `{context.visible_file}` "
-        f"({metrics['n_pred']} prompted instances)",
+        f"({metrics['n_pred']} entries per file)",
         "",
         "## Mask AP / AR (pycocotools COCOeval, iouType segm), in %",
         "",
