@@ -13,6 +13,11 @@ Optional per-instance fields written by the decode stage:
     completion     str    amodal completion variant ('decoder' for a learned amodal decoder)
     fallback       str    '' or the sampler's fallback reason
     smoke          bool   True when any model in the chain had random weights
+  amodal file only (see pipeline/decoding/occluders.py and run.py):
+    modal_given    bool   amodal mask completed from ground-truth visible masks (score 1.0)
+    occluder_source str|null  which occluders were used ('vlm', 'vlm_none', 'overlap_unmatched',
+                          'overlap_parse_failed', 'gt', 'overlap'); null when none are needed
+    occluder_ids   int[]  instances whose visible masks served as occluders
 """
 
 from __future__ import annotations

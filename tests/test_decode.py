@@ -21,7 +21,7 @@ from pipeline.decoding.run import run_decode
 from pipeline.decoding.sam import SamModels, load_sam_models
 from pipeline.predictions import is_smoke, read_predictions
 from pipeline.sampling.limits import MAX_DECODER_POINTS, PROMPT_MODES, point_budget
-from pipeline.sampling.points_schema import SCHEMA, write_points
+from pipeline.sampling.points_schema import SCHEMA, read_points, write_points
 from pipeline.synth import generate
 
 N_IMAGES = 2
@@ -210,7 +210,6 @@ def test_every_prompt_mode_stays_within_the_decoder_budget(scenes, models, mode,
 def test_too_many_points_is_an_error_not_a_silent_cut(scenes, tmp_path):
     pts = points_file(tmp_path / "p.parquet", scenes, "points", n_points=MAX_DECODER_POINTS, with_mode=False)
     from pipeline.decoding.prompts import PointIndex
-    from pipeline.sampling.points_schema import read_points
 
     index = PointIndex(read_points(pts)[0], pts)
     im = scenes.images[0]
@@ -376,3 +375,27 @@ def test_stage_module_and_cli(scenes, models, reference_run, tmp_path, monkeypat
                               "--out-visible", "v2.json", "--out-amodal", "a2.json"])
     assert out.exit_code == 1
     assert "efficient_sam_vitt.pt" in out.output and not (tmp_path / "v2.json").exists()
+
+
+def test_input_errors_name_the_file_and_record(scenes, tmp_path):
+    from pipeline.decoding.sam import load_image
+
+    pts = points_file(tmp_path / "p.parquet", scenes, "points")
+    table, meta = read_points(pts)
+    last = scenes.images[-1].instances[-1]
+    keep = [g != last.id for g in table.column("gt_id").to_pylist()]
+    write_points(tmp_path / "short.parquet", table.filter(pa.array(keep)), meta)
+    with pytest.raises(PromptError, match=rf"short\.parquet: no points for 1 instance.*\({scenes.images[-1].id}, {last.id}\)"):
+        run_decode(scenes, DecodeParams(completion="visible"), "smoke", SamModelParams(), tmp_path / "short.parquet",
+                   tmp_path / "none.h5", models=object(), **outputs(tmp_path))
+    from pipeline.attention.cache import CacheFormatError
+
+    with pytest.raises(CacheFormatError, match="none.h5: attention cache not found"):
+        run_decode(scenes, DecodeParams(completion="occluder_box", occluders="vlm"), "smoke", SamModelParams(), pts,
+                   tmp_path / "none.h5", models=object(), **outputs(tmp_path))
+    im = scenes.images[0]
+    with pytest.raises(FileNotFoundError, match=rf"gone\.png: image {im.id} cannot be read"):
+        load_image(tmp_path / "gone.png", im.width, im.height, im.id)
+    with pytest.raises(ValueError, match=rf"image {im.id} is 160x120 but the annotations say 161x120"):
+        load_image(im.path, im.width + 1, im.height, im.id)
+    assert not (tmp_path / "pred_visible.json").exists()

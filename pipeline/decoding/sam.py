@@ -23,6 +23,7 @@ from PIL import Image
 
 from pipeline.decoding.params import SamModelParams
 from pipeline.decoding.prompts import ImagePrompts
+from pipeline.sampling.limits import MAX_DECODER_POINTS
 from pipeline.models.efficient_sam import (
     OUTPUT_UPSAMPLE_MODE,
     EfficientSam,
@@ -124,6 +125,8 @@ def _best_masks(model: EfficientSam, logits: torch.Tensor, iou: torch.Tensor, he
 @torch.inference_mode()
 def decode_image(models: SamModels, image: torch.Tensor, prompts: ImagePrompts, max_queries_per_call: int | None = None) -> DecodedMasks:
     """Visible (and, with an amodal decoder, amodal) masks of all prompted instances of one image."""
+    if prompts.points.shape[1] > MAX_DECODER_POINTS:  # image_prompts already refuses this
+        raise ValueError(f"{prompts.points.shape[1]} points per query; EfficientSAM reads {MAX_DECODER_POINTS}")
     model = models.model
     device = next(model.parameters()).device
     _, _, height, width = image.shape
