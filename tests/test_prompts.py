@@ -117,3 +117,17 @@ def test_phrase_token_rows_overlap_rule():
     assert P.phrase_token_rows(offsets, (5, 10)) == [2, 3]
     assert P.phrase_token_rows(offsets, (4, 7)) == [1, 2, 3]
     assert P.phrase_token_rows(offsets, (11, 11)) == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reused_image_inputs_give_identical_encoding(processors, image, family):
+    proc = processors[family]
+    first = P.encode_prompt(proc, image, P.occlusion_question(DEFAULT_TEMPLATES["occlusion"], ["kiwi", "pear"]))
+    q = P.target_question(DEFAULT_TEMPLATES["target"], "green tea bags 0.20", P.box_text((1, 2, 30, 40), 90, 60))
+    fresh = P.encode_prompt(proc, image, q, include_last_token=True)
+    reused = P.encode_prompt(proc, image, q, include_last_token=True, image_inputs=first.image_inputs)
+    np.testing.assert_array_equal(fresh.input_ids, reused.input_ids)
+    assert fresh.query_rows == reused.query_rows and fresh.query_tokens == reused.query_tokens
+    assert sorted(fresh.model_inputs) == sorted(reused.model_inputs)
+    for k, v in fresh.model_inputs.items():
+        np.testing.assert_array_equal(v.numpy(), reused.model_inputs[k].numpy(), err_msg=k)

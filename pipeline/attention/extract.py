@@ -195,8 +195,13 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
         result.occlusion_error = OCCLUSION_NO_INSTANCES
         return result
 
-    def encode(question):
-        return encode_prompt(processor, image, question, params.include_last_token)
+    image_inputs = None  # the image processor runs once; later prompts reuse its output
+
+    def encode(question, include_last_token=params.include_last_token):
+        nonlocal image_inputs
+        prompt = encode_prompt(processor, image, question, include_last_token, image_inputs)
+        image_inputs = prompt.image_inputs
+        return prompt
 
     targets = {
         inst.id: encode(target_question(
@@ -208,7 +213,7 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
     occ_prompt = sink_prompt = None
     if params.ask_occlusion:
         names = occlusion_names if occlusion_names is not None else list(dict.fromkeys(phrases.values()))
-        occ_prompt = encode_prompt(processor, image, occlusion_question(templates["occlusion"], names))
+        occ_prompt = encode(occlusion_question(templates["occlusion"], names), include_last_token=False)
         prompts.append(occ_prompt)
     if params.sink_removal:
         whole = box_text((0, 0, record.width, record.height), record.width, record.height, params.box_decimals)
