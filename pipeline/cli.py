@@ -21,3 +21,7 @@ from pipeline.attention.command import extract_command  # noqa: E402
 app.command("extract")(extract_command)
 from pipeline.decoding.cli import decode_command  # noqa: E402
 app.command("decode")(decode_command)
+from pipeline.sampling.command import sample_command  # noqa: E402
+app.command("sample")(sample_command)
+from pipeline.demo import demo_command  # noqa: E402
+app.command("demo")(demo_command)

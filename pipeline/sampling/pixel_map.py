@@ -147,12 +147,12 @@ def _paint_view(values: np.ndarray, tokens: ViewTokens, grid: Grid) -> tuple[np.
         diff = flat.reshape(n_maps, rows + 1, width)
         return diff.cumsum(axis=1).cumsum(axis=2)[:, :rows, :cols]
 
-    count = integrate(np.bincount(corners, weights=signs, minlength=n_cells), 1)[0]
-    v = values[:, tokens.index[keep]]  # [K, n]
-    flat_idx = (np.arange(k)[:, None] * n_cells + np.tile(corners, (k, 1))).ravel()
+    # the count of covering tokens is painted as one more map of ones
+    v = np.concatenate([values[:, tokens.index[keep]], np.ones((1, keep.size))])  # [K + 1, n]
+    flat_idx = (np.arange(k + 1)[:, None] * n_cells + corners).ravel()
     flat_w = (np.tile(v, (1, 4)) * signs).ravel()
-    sums = integrate(np.bincount(flat_idx, weights=flat_w, minlength=k * n_cells), k)
-    return sums, np.rint(count)
+    painted = integrate(np.bincount(flat_idx, weights=flat_w, minlength=(k + 1) * n_cells), k + 1)
+    return painted[:k], np.rint(painted[k])
 
 
 def paint(values: np.ndarray, views: list[ViewTokens], grid: Grid, view_weights) -> np.ndarray:
@@ -183,12 +183,17 @@ def smooth(maps: np.ndarray, sigma_cells: float) -> np.ndarray:
         return maps
     valid = np.isfinite(maps)
     ksize = 2 * int(math.ceil(3 * sigma_cells)) + 1
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a.astype(np.float32), (ksize, ksize), sigma_cells,
+                                borderType=cv2.BORDER_REPLICATE)
+
     out = np.empty_like(maps)
     for i in range(maps.shape[0]):
-        filled = np.where(valid[i], maps[i], 0).astype(np.float32)
-        num = cv2.GaussianBlur(filled, (ksize, ksize), sigma_cells, borderType=cv2.BORDER_REPLICATE)
-        den = cv2.GaussianBlur(valid[i].astype(np.float32), (ksize, ksize), sigma_cells,
-                               borderType=cv2.BORDER_REPLICATE)
+        if valid[i].all():
+            out[i] = blur(maps[i])
+            continue
+        num, den = blur(np.where(valid[i], maps[i], 0)), blur(valid[i])
         with np.errstate(invalid="ignore", divide="ignore"):
             out[i] = np.where(valid[i], num / np.where(den > 0, den, 1), np.nan)
     return out

@@ -99,11 +99,17 @@ class _WindowMean:
 
 def _peaks(n: np.ndarray, min_distance: int, threshold: float, wanted: int) -> np.ndarray:
     """The highest local maxima [k, 2] (row, col) of a normalised map above `threshold` on
-    finite cells, at most CANDIDATES_PER_POINT * `wanted` of them (highest first)."""
+    finite cells, at most CANDIDATES_PER_POINT * `wanted` of them (highest first).
+
+    A maximum is the largest value in its (2 * min_distance + 1)^2 window (the footprint), so
+    distinct maxima are `min_distance` apart except on exact plateaus, which `_take` settles;
+    this skips peak_local_max's costly spacing pass.
+    """
     valid = np.isfinite(n)
+    size = 2 * min_distance + 1
     rc = peak_local_max(
-        np.where(valid, n, -1.0), min_distance=min_distance, threshold_abs=threshold,
-        exclude_border=False, num_peaks=CANDIDATES_PER_POINT * max(wanted, 1),
+        np.where(valid, n, -1.0), min_distance=1, footprint=np.ones((size, size), bool),
+        threshold_abs=threshold, exclude_border=False, num_peaks=CANDIDATES_PER_POINT * max(wanted, 1),
     )
     return rc[valid[rc[:, 0], rc[:, 1]]] if rc.size else rc.reshape(0, 2)
 
@@ -173,6 +179,8 @@ def sample_points(
     else:
         pos_rc = _peaks(n, md, params.rel_threshold, params.n_pos)
         pos_rc, pos_score = _by_score(pos_rc, window(pos_rc, half))
+        keep = _take(pos_rc, [], params.n_pos, md)
+        pos_rc, pos_score = pos_rc[keep], pos_score[keep]
         pos_source = "peak"
     pos_rc, pos_score = pos_rc[: params.n_pos], pos_score[: params.n_pos]
     if pos_rc.shape[0] == 0:
@@ -198,9 +206,8 @@ def sample_points(
                 continue
             rc, s = _by_score(np.concatenate(cands), np.concatenate(scores))
         else:  # background: local minima of the instance's map below bg_max_level
-            low = 1.0 - n
-            rc = _peaks(low, md, 1.0 - params.bg_max_level, room)
-            rc, s = _by_score(rc, _WindowMean(low)(rc, half))
+            rc = _peaks(1.0 - n, md, 1.0 - params.bg_max_level, room)
+            rc, s = _by_score(rc, 1.0 - window(rc, half))
         for i in _take(rc, taken, room, md):
             neg_rc.append(rc[i])
             neg_score.append(s[i])

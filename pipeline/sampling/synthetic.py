@@ -69,6 +69,21 @@ class Scene:
             self._pixels[gt_id] = np.stack([xs + 0.5, ys + 0.5], 1).astype(np.float64)
         return self._pixels[gt_id]
 
+    @classmethod
+    def from_record(cls, record: ImageRecord) -> "Scene":
+        """A scene from a dataset record's masks; occluders from the record when it lists them,
+        else the instances whose amodal mask covers a hidden part of the object."""
+        amodal = {i.id: masks.decode(i.amodal_rle) for i in record.instances}
+        visible = {i.id: masks.decode(i.visible_rle) for i in record.instances}
+        occluders = {}
+        for i in record.instances:
+            if i.occluder_ids is not None:
+                occluders[i.id] = list(i.occluder_ids)
+            else:
+                hidden = amodal[i.id] & ~visible[i.id]
+                occluders[i.id] = [g for g in amodal if g != i.id and (amodal[g] & hidden).any()]
+        return cls(record.width, record.height, amodal, visible, occluders)
+
     def box(self, gt_id: int) -> tuple[float, float, float, float]:
         ys, xs = np.nonzero(self.amodal[gt_id])
         return float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
@@ -157,6 +172,37 @@ def cache_info(layers=(14, 20)) -> CacheInfo:
     )
 
 
+def write_cache(
+    path: str | os.PathLike, scenes: dict[int, Scene], seed: int = 0, fine: tuple[int, int] = (36, 48),
+    category_names: dict[int, str] | None = None,
+) -> Path:
+    """Write a SMOKE attention cache for `scenes` (image id -> Scene) with the real writer."""
+    rng = np.random.default_rng(seed)
+    info = cache_info()
+    writer = AttentionCacheWriter(path, info)
+    for image_id, scene in scenes.items():
+        placement = grid_placement(scene.width, scene.height, fine=fine)
+        maps = scene_attention(scene, placement, rng, n_layers=len(info.layers))
+        names = category_names or {}
+        instances = {
+            gt: InstanceAttention(gt, names.get(gt, CATEGORY), f"the {names.get(gt, CATEGORY)}",
+                                  [names.get(gt, CATEGORY)], maps[gt],
+                                  occluder_names=[names.get(o, CATEGORY) for o in scene.occluders[gt]],
+                                  occluder_ids=list(scene.occluders[gt]))
+            for gt in scene.amodal
+        }
+        writer.write_image(ImageAttention(image_id, scene.width, scene.height, placement, instances))
+    writer.finalize(list(scenes))
+    return Path(path)
+
+
+def cache_for_dataset(path: str | os.PathLike, dataset: AmodalDataset, seed: int = 0) -> tuple[Path, dict[int, Scene]]:
+    """A SMOKE attention cache built from a loaded dataset's ground-truth masks."""
+    scenes = {im.id: Scene.from_record(im) for im in dataset.images if im.instances}
+    names = {i.id: i.category_name for im in dataset.images for i in im.instances}
+    return write_cache(path, scenes, seed, category_names=names), scenes
+
+
 def write_synthetic_cache(
     directory: str | os.PathLike, n_images: int, seed: int = 0, width: int = 480, height: int = 360,
     n_objects: int = 4, fine: tuple[int, int] = (36, 48),
@@ -164,23 +210,11 @@ def write_synthetic_cache(
     """Scenes -> (cache path, dataset of their records, scenes by image id) under `directory`."""
     directory = Path(directory)
     rng = np.random.default_rng(seed)
-    info = cache_info()
-    placement = grid_placement(width, height, fine=fine)
-    path = directory / "attention.h5"
-    writer = AttentionCacheWriter(path, info)
-    scenes, records = {}, []
-    for image_id in range(1, n_images + 1):
-        scene = random_scene(rng, width, height, n_objects, first_id=image_id * 100)
-        maps = scene_attention(scene, placement, rng, n_layers=len(info.layers))
-        instances = {
-            gt: InstanceAttention(gt, CATEGORY, f"the {CATEGORY}", [CATEGORY], maps[gt],
-                                  occluder_names=[CATEGORY] * len(scene.occluders[gt]),
-                                  occluder_ids=list(scene.occluders[gt]))
-            for gt in scene.amodal
-        }
-        writer.write_image(ImageAttention(image_id, width, height, placement, instances))
-        scenes[image_id] = scene
-        records.append(scene_record(scene, image_id, directory / f"{image_id}.png"))
-    writer.finalize([r.id for r in records])
-    dataset = AmodalDataset("synthetic-attention", directory / "annotations.json", tuple(records), {1: CATEGORY})
+    scenes = {
+        image_id: random_scene(rng, width, height, n_objects, first_id=image_id * 100)
+        for image_id in range(1, n_images + 1)
+    }
+    path = write_cache(directory / "attention.h5", scenes, seed + 1, fine)
+    records = tuple(scene_record(s, i, directory / f"{i}.png") for i, s in scenes.items())
+    dataset = AmodalDataset("synthetic-attention", directory / "annotations.json", records, {1: CATEGORY})
     return path, dataset, scenes
