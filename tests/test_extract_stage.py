@@ -140,3 +140,23 @@ def test_layers_out_of_range_and_shared_prefix_guard(dataset, tmp_path, onevisio
             X.shared_prefix_length(prompts)
     finally:
         proc.chat_template = proc_template
+
+
+def test_free_listing_and_image_without_instances(dataset, tmp_path, onevision, monkeypatch):
+    asked = []
+    original = X.encode_prompt
+
+    def spy(processor, image, question, *args, **kwargs):
+        asked.append(question.text)
+        return original(processor, image, question, *args, **kwargs)
+
+    monkeypatch.setattr(X, "encode_prompt", spy)
+    empty = dataclasses.replace(dataset.images[1], instances=())
+    ds = dataclasses.replace(dataset, images=(dataset.images[0], empty))
+    params = ExtractParams(layers=[-1], max_new_tokens=2, occlusion_listing="free")
+    out = X.run_extract(onevision, ds, params, tmp_path / "a.h5", progress=False)
+    assert params.all_templates()["occlusion_free"] in asked
+    images = list(iter_images(out))
+    assert images[1].instances == {} and images[1].occlusion_error == X.OCCLUSION_NO_INSTANCES
+    assert len(images[1].placement) == len(images[0].placement) > 0
+    assert len(asked) == len(dataset.images[0].instances) + 1  # no prompt for the empty image

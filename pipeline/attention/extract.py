@@ -180,8 +180,8 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
                   occlusion_names: list[str] | None = None) -> ImageAttention:
     """Occlusion answer and target maps of one image (see module docstring).
 
-    `occlusion_names`: the names listed in the occlusion question; None = the image's
-    instance phrases. `vlm` is a `LoadedVlm` whose language model has capture enabled.
+    `occlusion_names`: the names listed in the occlusion question ('listed' mode); None =
+    the image's instance phrases. `vlm` is a `LoadedVlm` whose language model has capture enabled.
     """
     from pipeline.attention.placement import placement_for
 
@@ -212,8 +212,12 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
     prompts = list(targets.values())
     occ_prompt = sink_prompt = None
     if params.ask_occlusion:
-        names = occlusion_names if occlusion_names is not None else list(dict.fromkeys(phrases.values()))
-        occ_prompt = encode(occlusion_question(templates["occlusion"], names), include_last_token=False)
+        if params.occlusion_listing == "free":
+            question = occlusion_question(templates["occlusion_free"], None)
+        else:
+            names = occlusion_names if occlusion_names is not None else list(dict.fromkeys(phrases.values()))
+            question = occlusion_question(templates["occlusion"], names)
+        occ_prompt = encode(question, include_last_token=False)
         prompts.append(occ_prompt)
     if params.sink_removal:
         whole = box_text((0, 0, record.width, record.height), record.width, record.height, params.box_decimals)

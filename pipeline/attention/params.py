@@ -30,6 +30,7 @@ FAMILIES = ("llava", "llava_next", "llava_onevision")
 PROFILES = ("smoke", "real")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 HEAD_AGGREGATIONS = ("mean", "lowest_entropy")
+OCCLUSION_LISTINGS = ("listed", "free")
 
 DEFAULT_MODEL_IDS = {
     "llava": "llava-hf/llava-1.5-7b-hf",
@@ -152,6 +153,9 @@ class ExtractParams:
     box_decimals       decimals of the normalised box coordinates in the target prompt
     ask_occlusion      ask the occlusion question once per image (default True); when False
                        each image records occlusion_error 'not asked'
+    occlusion_listing  'listed': the question names the image's object phrases (template
+                       `occlusion`); 'free': the model lists the objects itself (template
+                       `occlusion_free`, single-image mode); matching is by name either way
     max_new_tokens     greedy-generation budget of the occlusion answer (default 256)
     flat_ratio         an instance is flagged 'flat' when, for its layer-mean map,
                        max / mean < flat_ratio (a uniform map has ratio 1; default 1.5)
@@ -169,6 +173,7 @@ class ExtractParams:
     phrase_overrides: dict[str, str] = field(default_factory=dict)
     box_decimals: int = 2
     ask_occlusion: bool = True
+    occlusion_listing: str = "listed"
     max_new_tokens: int = 256
     flat_ratio: float = 1.5
 
@@ -180,6 +185,10 @@ class ExtractParams:
         if self.head_aggregation not in HEAD_AGGREGATIONS:
             raise ValueError(
                 f"extract.head_aggregation must be one of {HEAD_AGGREGATIONS}, got {self.head_aggregation!r}"
+            )
+        if self.occlusion_listing not in OCCLUSION_LISTINGS:
+            raise ValueError(
+                f"extract.occlusion_listing must be one of {OCCLUSION_LISTINGS}, got {self.occlusion_listing!r}"
             )
         if not isinstance(self.top_k_heads, int) or self.top_k_heads < 1:
             raise ValueError(f"extract.top_k_heads must be a positive integer, got {self.top_k_heads!r}")
