@@ -101,7 +101,6 @@ def test_killed_run_resumes_to_the_same_cache(tmp_path):
     assert not parts.exists()
 
     # reference: an uninterrupted run of the same stage (in this process)
-    sys.path.insert(0, str(REPO))
     from stages.extract import run_stage
 
     reference = run_stage(params_file, tmp_path / "reference.h5", progress=False)
