@@ -160,3 +160,24 @@ def test_free_listing_and_image_without_instances(dataset, tmp_path, onevision, 
     assert images[1].instances == {} and images[1].occlusion_error == X.OCCLUSION_NO_INSTANCES
     assert len(images[1].placement) == len(images[0].placement) > 0
     assert len(asked) == len(dataset.images[0].instances) + 1  # no prompt for the empty image
+
+
+def test_cli_errors_are_clear(tmp_path, dataset, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["extract", "--params", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 1 and "parameter file not found" in res.output
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "dataset": {"annotations": str(dataset.annotation_file)},
+        "models": {"profile": "real", "vlm": {"id": "llava-hf/llava-1.5-7b-hf", "cache_dir": str(tmp_path / "hub")}},
+        "extract": {},
+    }))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = runner.invoke(app, ["extract", "--params", str(params), "--out", str(tmp_path / "a.h5")])
+    assert res.exit_code == 1 and "hf download llava-hf/llava-1.5-7b-hf" in res.output
+    assert not (tmp_path / "a.h5").exists()
