@@ -13,24 +13,27 @@ class Instance:
     `bbox` is the amodal box in XYWH pixels; `amodal_rle` / `visible_rle` are COCO RLEs
     with str counts; `occlusion_rate` = 1 - visible area / amodal area; `occluder_ids`
     lists instance ids of the occluders where the dataset gives them, else None.
+    Objects given by a user in single-image mode (`pipeline/api.py`) have no annotation:
+    their `amodal_rle`, `visible_rle` and `occlusion_rate` are None, never made up.
     """
 
     id: int
     category_id: int
     category_name: str
     bbox: tuple[float, float, float, float]
-    amodal_rle: dict
-    visible_rle: dict
-    occlusion_rate: float
+    amodal_rle: dict | None
+    visible_rle: dict | None
+    occlusion_rate: float | None
     occluder_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: its file, size and annotated instances."""
+    """One image: its file, size and annotated instances (`path` is None for an image given
+    in memory in single-image mode)."""
 
     id: int
-    path: Path
+    path: Path | None
     width: int
     height: int
     instances: tuple[Instance, ...] = field(default_factory=tuple)

@@ -103,18 +103,30 @@ def _entry(image: ImageRecord, inst, mask: np.ndarray, score: float, **extra) ->
     }
 
 
+def memory_inputs(points: PointIndex | None, occlusion: dict | None, smoke: bool) -> _Inputs:
+    """Decode inputs held in memory (single-image mode, `pipeline/api.py`) instead of read
+    from the stage files: the points of the image's instances, the VLM's occlusion answer per
+    (image_id, gt_id) as `read_occlusion` gives it, and whether they came from random weights."""
+    return _Inputs(points, occlusion, smoke, {})
+
+
 def decode_one_image(
     image: ImageRecord,
     models: SamModels,
     params: DecodeParams,
     inputs: _Inputs,
     annotation_file: str | os.PathLike = "",
+    pixels=None,
 ) -> tuple[list[dict], list[dict]]:
-    """(visible entries, amodal entries) of one image."""
+    """(visible entries, amodal entries) of one image.
+
+    `pixels`: the image as float [1, 3, H, W] in [0, 1] when it is already in memory
+    (single-image mode); None = read `image.path`.
+    """
     if not image.instances:
         return [], []
     prompts = image_prompts(image.id, image.instances, params.prompt_mode, inputs.points)
-    tensor = load_image(image.path, image.width, image.height, image.id)
+    tensor = load_image(image.path, image.width, image.height, image.id) if pixels is None else pixels
     decoded: DecodedMasks = decode_image(models, tensor, prompts, params.max_queries_per_call)
     smoke = bool(inputs.smoke or models.smoke)
     common = {"prompt_mode": params.prompt_mode, "smoke": smoke}
@@ -148,7 +160,10 @@ def decode_one_image(
                         )
                     names, ids, error = inputs.occlusion[key]
                     vlm = VlmOcclusion(tuple(names), tuple(ids), error)
-                choice = choose_occluders(params.occluders, inst.id, inst.bbox, base, vlm, inst.occluder_ids)
+                try:
+                    choice = choose_occluders(params.occluders, inst.id, inst.bbox, base, vlm, inst.occluder_ids)
+                except ValueError as e:
+                    raise ValueError(f"{annotation_file}: image {image.id}: {e}") from e
                 source, used = choice.source, choice.ids
                 occluder_mask = union(used, base, occluder_mask.shape)
             mask = complete(params.completion, base[inst.id], occluder_mask, inst.bbox)
