@@ -238,6 +238,13 @@ def test_resume_after_a_crash_gives_the_uninterrupted_output(scenes, models, ref
     monkeypatch.setattr(run_module, "decode_one_image", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         run_decode(scenes, params, "smoke", SamModelParams(), pts, cache, models=models, **outputs(tmp_path))
+    no_gt = scenes.__class__(scenes.name, scenes.annotation_file, (dataclasses.replace(
+        im, instances=tuple(dataclasses.replace(i, occluder_ids=None) for i in im.instances)),), scenes.categories)
+    memo_free = load_sam_models("smoke", SamModelParams(), use_amodal_decoder=False)
+    memo_free.model.get_image_embeddings = lambda images: torch.zeros(1, 256, 64, 64)  # never the point here
+    with pytest.raises(ValueError, match=rf"D2S_amodal_synth.json: image {im.id}: instance \d+: occluders='gt' but"):
+        run_decode(no_gt, DecodeParams(completion="occluder_box", occluders="gt"), "smoke", SamModelParams(), pts,
+                   tmp_path / "none.h5", models=memo_free, **outputs(tmp_path))
     assert not (tmp_path / "pred_visible.json").exists()
     parts = list((tmp_path / "pred_visible.json.parts").rglob("*.json"))
     assert len(parts) == 1
@@ -378,6 +385,10 @@ def test_stage_module_and_cli(scenes, models, reference_run, tmp_path, monkeypat
 
 
 def test_input_errors_name_the_file_and_record(scenes, tmp_path):
+    import dataclasses
+
+    import torch
+
     from pipeline.decoding.sam import load_image
 
     pts = points_file(tmp_path / "p.parquet", scenes, "points")
@@ -398,4 +409,11 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
         load_image(tmp_path / "gone.png", im.width, im.height, im.id)
     with pytest.raises(ValueError, match=rf"image {im.id} is 160x120 but the annotations say 161x120"):
         load_image(im.path, im.width + 1, im.height, im.id)
+    no_gt = scenes.__class__(scenes.name, scenes.annotation_file, (dataclasses.replace(
+        im, instances=tuple(dataclasses.replace(i, occluder_ids=None) for i in im.instances)),), scenes.categories)
+    memo_free = load_sam_models("smoke", SamModelParams(), use_amodal_decoder=False)
+    memo_free.model.get_image_embeddings = lambda images: torch.zeros(1, 256, 64, 64)  # never the point here
+    with pytest.raises(ValueError, match=rf"D2S_amodal_synth.json: image {im.id}: instance \d+: occluders='gt' but"):
+        run_decode(no_gt, DecodeParams(completion="occluder_box", occluders="gt"), "smoke", SamModelParams(), pts,
+                   tmp_path / "none.h5", models=memo_free, **outputs(tmp_path))
     assert not (tmp_path / "pred_visible.json").exists()
