@@ -72,6 +72,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=3600, help="images in the synthetic cache")
     ap.add_argument("--strategy", default="peak", help="sample.strategy to time (peak | kmeans)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                    help="worker counts to time side by side on the same cache")
     args = ap.parse_args()
     n_instances = round(D2SA_VAL_INSTANCES * args.images / 3600)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,23 +83,32 @@ def main() -> None:
         size_mb = cache.stat().st_size / 2**20
         print(f"built cache: {args.images} images, {dataset.instance_count()} instances, "
               f"{size_mb:.0f} MiB in {time.perf_counter() - t0:.1f} s (not timed below)")
-        timings: Counter = Counter()
-        t0, c0 = time.perf_counter(), time.process_time()
-        summary = run_sample(cache, dataset, tmp / "points.parquet", SampleParams(strategy=args.strategy),
-                             progress=False, timings=timings)
-        total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    n = summary.instances
-    print(f"strategy={args.strategy}: {n} instances, {summary.points} points, fallbacks {dict(summary.fallbacks)}")
-    for part in ("read", "upsample", "peaks", "write"):
-        print(f"  {part:9s} {timings[part]:7.2f} s  ({1e3 * timings[part] / n:.2f} ms/instance)")
-    print(f"  other     {total - sum(timings.values()):7.2f} s")
-    scaled, scaled_cpu = (t * D2SA_VAL_INSTANCES / n for t in (total, cpu))
-    print(f"end to end {total:.2f} s wall, {cpu:.2f} s CPU of this process, for {n} instances "
-          f"({1e3 * total / n:.2f} / {1e3 * cpu / n:.2f} ms per instance)")
-    print(f"at {D2SA_VAL_INSTANCES} instances: {scaled:.1f} s wall = {scaled / TARGET_S:.2f} x the "
-          f"{TARGET_S:.0f} s target ({scaled_cpu:.1f} s CPU = {scaled_cpu / TARGET_S:.2f} x; wall exceeds CPU "
-          f"when other processes share the cores; load average now {os.getloadavg()[0]:.1f})")
-
+        runs = []
+        for workers in args.workers:
+            timings: Counter = Counter()
+            t0, c0 = time.perf_counter(), time.process_time()
+            summary = run_sample(cache, dataset, tmp / "points.parquet", SampleParams(strategy=args.strategy),
+                                 progress=False, timings=timings, workers=workers)
+            runs.append((workers, summary, timings, time.perf_counter() - t0, time.process_time() - c0))
+    for workers, summary, timings, total, cpu in runs:
+        n = summary.instances
+        print(f"\nstrategy={args.strategy}, workers={workers}: {n} instances, {summary.points} points, "
+              f"fallbacks {dict(summary.fallbacks)}")
+        for part in ("read", "upsample", "peaks", "write"):
+            print(f"  {part:9s} {timings[part]:7.2f} s  ({1e3 * timings[part] / n:.2f} ms/instance"
+                  f"{', summed over workers' if workers > 1 and part != 'write' else ''})")
+        scaled = total * D2SA_VAL_INSTANCES / n
+        line = f"  end to end {total:.2f} s wall ({1e3 * total / n:.2f} ms/instance)"
+        if workers == 1:
+            line += f", {cpu:.2f} s CPU of this process"
+        print(line)
+        print(f"  at {D2SA_VAL_INSTANCES} instances: {scaled:.1f} s wall = {scaled / TARGET_S:.2f} x the "
+              f"{TARGET_S:.0f} s target")
+    base = runs[0][3]
+    print("\nwall time relative to workers=%d: %s" % (runs[0][0], ", ".join(
+        f"workers={w}: {t / base:.2f}" for w, _, _, t, _ in runs)))
+    print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          f"(wall exceeds CPU when other processes share the cores)")
 
 if __name__ == "__main__":
     main()

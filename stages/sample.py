@@ -36,9 +36,11 @@ def run_stage(
     params_path: str | os.PathLike = DEFAULT_PARAMS, cache: str | os.PathLike = ATTENTION_CACHE,
     out: str | os.PathLike = POINTS, annotations: str | os.PathLike | None = None,
     preview: int = 0, preview_dir: str | os.PathLike | None = None, progress: bool = True,
+    workers: int = 1,
 ):
     """Sample the points of every dataset instance into `out`; `annotations` overrides
-    dataset.annotations; `preview` > 0 also writes that many PNGs into `preview_dir`."""
+    dataset.annotations; `preview` > 0 also writes that many PNGs into `preview_dir`;
+    `workers` processes share the images (same output)."""
     from pipeline.datasets.params import load
     from pipeline.sampling.points_schema import read_points
     from pipeline.sampling.preview import write_previews
@@ -50,7 +52,7 @@ def run_stage(
     if annotations is not None:
         dataset_params = replace(dataset_params, annotations=str(annotations))
     dataset = load(dataset_params)
-    summary = run_sample(cache, dataset, out, sample_params, progress=progress)
+    summary = run_sample(cache, dataset, out, sample_params, progress=progress, workers=workers)
     if preview:
         table, meta = read_points(out)
         paths = write_previews(cache, dataset, table, sample_params, preview, preview_dir, meta["smoke"])
@@ -63,9 +65,11 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
     parser.add_argument("--cache", type=Path, default=ATTENTION_CACHE, help="attention cache to read")
     parser.add_argument("--out", type=Path, default=POINTS, help="points file (Parquet) to write")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the images (the output does not depend on it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_stage(args.params, args.cache, args.out)
+    return run_stage(args.params, args.cache, args.out, workers=args.workers)
 
 
 if __name__ == "__main__":

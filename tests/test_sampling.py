@@ -79,12 +79,12 @@ def test_never_more_points_than_the_decoder_reads(scenes, mode):
         assert labels == sorted(labels, reverse=True)
 
 
-def test_deterministic_for_a_seed(scenes):
+def test_deterministic_for_a_seed_and_any_number_of_workers(scenes):
     cache, dataset, _ = scenes
     for strategy in ("peak", "kmeans"):
         params = SampleParams(strategy=strategy, seed=7)
         a, _, _ = sample_cache(cache, dataset, params, progress=False)
-        b, _, _ = sample_cache(cache, dataset, params, progress=False)
+        b, _, _ = sample_cache(cache, dataset, params, progress=False, workers=1 if strategy == "peak" else 2)
         assert a.equals(b)
 
 
@@ -188,6 +188,24 @@ def test_image_missing_from_cache_and_absent_layers_are_clear(tmp_path):
         sample_cache(path, dataset, SampleParams(layers=[5]), progress=False)
 
 
+def test_layers_named_as_extract_wrote_them(scenes):
+    cache, dataset, _ = scenes  # stored layers [14, 20], extract params wrote [14, 20] too
+    info = ac.read_info(cache)
+    from dataclasses import replace
+
+    from pipeline.sampling.run import LayerChoice
+    negative = replace(info, params={"layers": [-18, -12]})
+    choice = LayerChoice.resolve(SampleParams(layers=[-12]), negative, cache)
+    assert choice.rows == [1]
+    assert LayerChoice.resolve(SampleParams(layers=[20, 14], layer_weights=[1, 3]), negative, cache).rows == [1, 0]
+    with pytest.raises(SampleInputError, match=r"\(extract.layers \[-18, -12\]\)"):
+        LayerChoice.resolve(SampleParams(layers=[-8]), negative, cache)
+    # one layer alone gives other points than the mean of both
+    a, _, _ = sample_cache(cache, dataset, SampleParams(layers=[14]), progress=False)
+    b, _, _ = sample_cache(cache, dataset, SampleParams(), progress=False)
+    assert not a.equals(b)
+
+
 def test_existing_output_survives_a_failed_run(scenes, tmp_path):
     cache, dataset, _ = scenes
     out = tmp_path / "points.parquet"
@@ -196,3 +214,13 @@ def test_existing_output_survives_a_failed_run(scenes, tmp_path):
     with pytest.raises(SampleInputError):
         run_sample(cache, dataset, out, SampleParams(layers=[99]), progress=False)
     assert out.read_bytes() == before
+
+
+def test_cache_image_listing_and_ordered_reads(scenes):
+    cache, _, _ = scenes
+    ids = ac.image_ids(cache)
+    assert ids == list(range(1, 31))
+    got = [im.image_id for im in ac.read_images(cache, [5, 2, 30])]
+    assert got == [5, 2, 30]
+    with pytest.raises(ac.CacheFormatError, match="image 99 is not in the attention cache"):
+        list(ac.read_images(cache, [1, 99]))

@@ -317,3 +317,19 @@ def read_occlusion(path: str | os.PathLike) -> dict[tuple[int, int], tuple[list[
                     error,
                 )
     return out
+
+
+def image_ids(path: str | os.PathLike) -> list[int]:
+    """Ids of the images of a finished cache, in stored order, without reading them."""
+    with _open(path) as f:
+        return [int(key) for key in f["images"]]
+
+
+def read_images(path: str | os.PathLike, ids: Iterable[int], with_heads: bool = False) -> Iterator[ImageAttention]:
+    """Yield the images `ids` in that order from one open file; a clear error for an absent one."""
+    with _open(path) as f:
+        for image_id in ids:
+            key = str(int(image_id))
+            if key not in f["images"]:
+                raise CacheFormatError(f"{path}: image {image_id} is not in the attention cache")
+            yield _read_image(f["images"][key], with_heads)

@@ -31,7 +31,8 @@ class SampleParams:
     """How attention maps become point prompts.
 
     Attention map (see `pixel_map.py`):
-    layers          language-model layers to use (each must be stored in the cache);
+    layers          language-model layers to use (each must be stored in the cache; named by
+                    the stored number or as extract.layers wrote it, e.g. -8);
                     None = every layer of the cache (default None)
     layer_weights   one weight per entry of `layers` for their weighted mean; None = equal
                     (default None)

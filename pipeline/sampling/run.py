@@ -8,6 +8,7 @@ parameters, their hash, the cache's smoke flag and provenance in the file metada
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from pipeline.attention.cache import CacheInfo, ImageAttention, iter_images, read_info
+from pipeline.attention.cache import CacheInfo, ImageAttention, image_ids, read_images, read_info
 from pipeline.datasets.record import AmodalDataset, ImageRecord
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, search_region, split_views, token_values
@@ -54,16 +55,25 @@ class LayerChoice:
 
     @classmethod
     def resolve(cls, params: SampleParams, info: CacheInfo, cache_path) -> "LayerChoice":
-        """Map `params.layers` onto the cache's stored layers; a clear error for absent ones."""
-        layers = list(params.layers) if params.layers is not None else list(info.layers)
-        absent = [l for l in layers if l not in info.layers]
+        """Map `params.layers` onto the cache's stored layers; a clear error for absent ones.
+
+        A layer may be named by its stored number or as the extract parameters wrote it (e.g.
+        -8, when the cache's params hold the `layers` list that was resolved to the stored ones).
+        """
+        stored = list(info.layers)
+        alias = {l: l for l in stored}
+        written = info.params.get("layers") if isinstance(info.params, dict) else None
+        if isinstance(written, list) and len(written) == len(stored):
+            alias.update({w: l for w, l in zip(written, stored) if isinstance(w, int)})
+        layers = list(params.layers) if params.layers is not None else stored
+        absent = [l for l in layers if l not in alias]
         if absent:
             raise SampleInputError(
                 f"{cache_path}: sample.layers {absent} are not in the attention cache, "
-                f"which stores layers {info.layers}"
+                f"which stores layers {stored}" + (f" (extract.layers {written})" if written else "")
             )
         weights = params.layer_weights if params.layer_weights is not None else [1.0] * len(layers)
-        return cls([info.layers.index(l) for l in layers], np.asarray(weights, np.float64))
+        return cls([stored.index(alias[l]) for l in layers], np.asarray(weights, np.float64))
 
 
 def sample_image(
@@ -149,6 +159,15 @@ class _Columns:
         return pa.table(cols)
 
 
+def points_table(image_id: int, gt_ids, points: dict[int, InstancePoints], params_hash: str) -> pa.Table:
+    """The rows of one image's points in the points-file layout (`points_schema`), in memory
+    (single-image mode builds the decoder's `PointIndex` from them, as the stage's file does)."""
+    columns = _Columns()
+    for gt_id in gt_ids:
+        columns.add(image_id, gt_id, points[gt_id])
+    return columns.table(params_hash)
+
+
 def points_metadata(params: SampleParams, info: CacheInfo, cache_path) -> dict:
     """The `vlmsam` metadata of the points file (see points_schema)."""
     return {
@@ -165,16 +184,41 @@ def points_metadata(params: SampleParams, info: CacheInfo, cache_path) -> dict:
     }
 
 
+CHUNK_IMAGES = 32  # images per unit of work (one open of the cache; one task of a worker process)
+
+
+def _sample_chunk(job) -> tuple[list[tuple[int, dict[int, InstancePoints]]], Counter]:
+    """Sample the images of one chunk (in order) from one open cache: the unit of work of the
+    sequential loop and of each worker process."""
+    cache_path, records, params, where = job
+    info = read_info(cache_path)
+    layers = LayerChoice.resolve(params, info, cache_path)
+    timings: Counter = Counter()
+    out = []
+    # one thread: the per-instance arrays are small, and OpenMP/BLAS thread pools (KMeans)
+    # cost far more than they give on them (measured 40x slower KMeans on a loaded 2-core box)
+    with threadpool_limits(1):
+        images = read_images(cache_path, [r.id for r in records])
+        for record in records:
+            clock = time.perf_counter()
+            image = next(images)
+            timings["read"] += time.perf_counter() - clock
+            _check_image(image, record, layers, info, where)
+            out.append((record.id, sample_image(image, record, params, layers, where, timings)))
+    return out, timings
+
+
 def sample_cache(
     cache_path: str | os.PathLike, dataset: AmodalDataset, params: SampleParams, progress: bool = True,
-    timings: Counter | None = None,
+    timings: Counter | None = None, workers: int = 1,
 ) -> tuple[pa.Table, dict, SampleSummary]:
     """Sample every instance of `dataset` from the cache: (points table, metadata, summary).
 
     Every dataset image with instances must be in the cache with all its instances
     (SampleInputError naming both files otherwise); cache images the dataset does not list
-    are skipped and counted. `timings`, when given, accumulates seconds per part: 'read',
-    'upsample', 'peaks'.
+    are skipped and counted. `workers` > 1 spreads the images over that many processes (the
+    output is the same). `timings`, when given, accumulates seconds per part ('read',
+    'upsample', 'peaks'; summed over workers).
     """
     timings = Counter() if timings is None else timings
     cache_path = Path(cache_path)
@@ -182,46 +226,47 @@ def sample_cache(
     if info.smoke:
         log.warning("SMOKE: %s was made with random VLM weights (%s); the points are not a result",
                     cache_path, info.model_id)
-    layers = LayerChoice.resolve(params, info, cache_path)
+    LayerChoice.resolve(params, info, cache_path)  # fail early on absent layers
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     records = {im.id: im for im in dataset.images if im.instances}
     where = f"{cache_path} / {dataset.annotation_file}: "
-    summary = SampleSummary(smoke=info.smoke)
-    columns = _Columns()
-    done: set[int] = set()
-    # one thread: the per-instance arrays are small, and OpenMP/BLAS thread pools (KMeans)
-    # cost far more than they give on them (measured 40x slower KMeans on a loaded 2-core box)
-    with threadpool_limits(1), tqdm(total=len(records), desc="sample", unit="img", disable=not progress) as bar:
-        images = iter_images(cache_path)
-        while True:
-            clock = time.perf_counter()
-            image = next(images, None)
-            timings["read"] += time.perf_counter() - clock
-            if image is None:
-                break
-            record = records.get(image.image_id)
-            if record is None:
-                summary.skipped_cache_images += 1
-                continue
-            _check_image(image, record, layers, info, where)
-            points = sample_image(image, record, params, layers, where, timings)
-            for inst in record.instances:
-                columns.add(record.id, inst.id, points[inst.id])
-                summary.points += len(points[inst.id])
-                if points[inst.id].fallback:
-                    summary.fallbacks[points[inst.id].fallback] += 1
-            summary.images += 1
-            summary.instances += len(record.instances)
-            done.add(record.id)
-            bar.update(1)
-    missing = [i for i in records if i not in done]
+    in_cache = image_ids(cache_path)
+    stored = set(in_cache)
+    missing = [i for i in records if i not in stored]
     if missing:
         raise SampleInputError(
             f"{where}{len(missing)} dataset image(s) with instances are not in the attention cache, "
             f"e.g. image ids {missing[:10]} (re-run extract for this dataset)"
         )
+    order = [records[i] for i in in_cache if i in records]  # the cache's order: sequential reads
+    summary = SampleSummary(smoke=info.smoke, skipped_cache_images=len(in_cache) - len(order))
     if summary.skipped_cache_images:
-        log.info("%s: %d cache image(s) not in %s were skipped", cache_path,
+        log.info("%s: %d cache image(s) not in %s are skipped", cache_path,
                  summary.skipped_cache_images, dataset.annotation_file)
+    jobs = [(cache_path, order[i:i + CHUNK_IMAGES], params, where) for i in range(0, len(order), CHUNK_IMAGES)]
+    columns = _Columns()
+    with tqdm(total=len(order), desc="sample", unit="img", disable=not progress) as bar:
+        if workers > 1:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap(_sample_chunk, jobs)  # in order: the output does not depend on workers
+        else:
+            pool, results = None, map(_sample_chunk, jobs)
+        try:
+            for chunk, chunk_timings in results:
+                timings.update(chunk_timings)
+                for image_id, points in chunk:
+                    for gt_id, pts in points.items():
+                        columns.add(image_id, gt_id, pts)
+                        summary.points += len(pts)
+                        if pts.fallback:
+                            summary.fallbacks[pts.fallback] += 1
+                    summary.images += 1
+                    summary.instances += len(points)
+                bar.update(len(chunk))
+        finally:
+            if pool is not None:
+                pool.terminate()
     return columns.table(params.hash), points_metadata(params, info, cache_path), summary
 
 
@@ -247,14 +292,14 @@ def _check_image(image: ImageAttention, record: ImageRecord, layers: LayerChoice
 
 def run_sample(
     cache_path: str | os.PathLike, dataset: AmodalDataset, out_path: str | os.PathLike,
-    params: SampleParams, progress: bool = True, timings: Counter | None = None,
+    params: SampleParams, progress: bool = True, timings: Counter | None = None, workers: int = 1,
 ) -> SampleSummary:
     """The whole stage: sample and write `out_path` atomically (nothing is written on error).
 
     `timings`, when given, accumulates seconds per part: 'read', 'upsample', 'peaks', 'write'.
     """
     timings = Counter() if timings is None else timings
-    table, metadata, summary = sample_cache(cache_path, dataset, params, progress, timings)
+    table, metadata, summary = sample_cache(cache_path, dataset, params, progress, timings, workers)
     clock = time.perf_counter()
     write_points(out_path, table, metadata)
     timings["write"] += time.perf_counter() - clock
