@@ -1,6 +1,6 @@
 """Decode-stage speed with seeded random EfficientSAM ViT-T on CPU, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_decode.py [--variant vitt] [--reps 3] [--images 4]
+    .venv/bin/python benchmarks/bench_decode.py [--variant vitt] [--reps 3] [--images 4] [--threads N]
 
 Prints: time to encode one 640x480 image; time of ONE batched decoder call for 1 and for 16
 instances (prompt encoding + mask decoder + best-of-3 selection + upsampling to 640x480 +
@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--variant", default="vitt", choices=("vitt", "vits"))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--images", type=int, default=4, help="synthetic images for the end-to-end rate")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     from pipeline.datasets import load_dataset
     from pipeline.decoding.params import DecodeParams, SamModelParams
