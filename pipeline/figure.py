@@ -83,8 +83,9 @@ def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
     ax = fig.add_subplot(grid[0, 1])
     ax.set_axis_off()
     ax.set_title("2 occlusion answer", fontsize=9)
-    wrapped = "\n".join(textwrap.wrap(data.occlusion_text or "(none)", 48)[:22])
-    ax.text(0.0, 1.0, wrapped, va="top", ha="left", fontsize=7, family="monospace", transform=ax.transAxes)
+    lines = [w for line in (data.occlusion_text or "(none)").splitlines() for w in textwrap.wrap(line, 48) or [""]]
+    ax.text(0.0, 1.0, "\n".join(lines[:22]), va="top", ha="left", fontsize=7, family="monospace",
+            transform=ax.transAxes, parse_math=False)  # model text is shown as is ('$' is no math)
 
     layers = sorted(data.layer_maps)
     sub = GridSpecFromSubplotSpec(1, max(1, len(layers)), subplot_spec=grid[0, 2], wspace=0.05)
