@@ -25,3 +25,8 @@ from pipeline.sampling.command import sample_command  # noqa: E402
 app.command("sample")(sample_command)
 from pipeline.demo import demo_command  # noqa: E402
 app.command("demo")(demo_command)
+from pipeline.figure_commands import predict_command, visualize_command  # noqa: E402
+app.command("predict")(predict_command)
+app.command("visualize")(visualize_command)
+from pipeline.compare import compare_command  # noqa: E402
+app.command("compare")(compare_command)

@@ -1,7 +1,8 @@
 """The DVC pipeline in a temporary repository (smoke profile, synthetic scenes).
 
 `dvc repro` runs the four stages; changing a sampling parameter re-runs sample -> decode ->
-evaluate and skips extract; metrics and plots are readable by `dvc metrics` / `dvc plots`.
+evaluate and skips extract; metrics and plots are readable by `dvc metrics` / `dvc plots`;
+`dvc exp run -S prompt_mode=...` sweeps and `vlmsam compare` puts them in one report.
 """
 
 from __future__ import annotations
@@ -48,8 +49,15 @@ def project(tmp_path_factory) -> Path:
         "dataset.annotations": str(annotations.relative_to(root)),
         "dataset.images": None,
     })
-    _run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root)
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@vlmsam.test"],
+                 ["git", "config", "user.name", "ci"], [str(BIN / "dvc"), "init", "-q"]):
+        _run(args, root)
     return root
+
+
+def _commit(root: Path, message: str) -> None:
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-q", "-m", message], root)
 
 
 def test_repro_then_sampling_change_skips_extract(project):
@@ -79,3 +87,19 @@ def test_repro_then_sampling_change_skips_extract(project):
     out = project / "plots_html"
     _run([str(BIN / "dvc"), "plots", "show", "-o", str(out)], project)
     assert (out / "index.html").exists()
+
+
+def test_exp_run_sweep_and_comparison_report(project):
+    if not (project / "dvc.lock").exists():
+        _run([str(BIN / "dvc"), "repro"], project)
+    _commit(project, "baseline smoke run")
+    out = _run([str(BIN / "dvc"), "exp", "run", "-n", "pm-box", "-S", "prompt_mode=box"], project)
+    assert _ran_stages(out) == ["sample", "decode", "evaluate"]
+    _run([str(BIN / "vlmsam"), "compare", "--out", "compare.md"], project)
+    report = (project / "compare.md").read_text()
+    assert "SMOKE" in report.splitlines()[2]
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    assert "prompt_mode" in rows[0]
+    names = {line.split("|")[1].strip(): line for line in rows[1:]}
+    assert "pm-box" in names and "| box |" in names["pm-box"]
+    assert any("| points |" in line for line in names.values())
