@@ -115,8 +115,8 @@ def sample_image(
                         f"{where}image {image.image_id} instance {inst.id}: occluder id {occ_id} "
                         f"has no map in the cache (instances there: {gt_ids})"
                     )
-                if finite[row_of[occ_id]]:
-                    occ_rows.append(row_of[occ_id])
+                if finite[row_of[occ_id]] and not image.instances[occ_id].fallback:
+                    occ_rows.append(row_of[occ_id])  # maps extract flagged give no negatives
         grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
                          params.max_cells)
         painted = paint(values[[i, *occ_rows]], views, grid, params.view_weights)
