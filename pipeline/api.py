@@ -297,8 +297,6 @@ class VLMSAM:
     """The pipeline for single images, models loaded once (see the module docstring)."""
 
     def __init__(self, settings: PredictSettings):
-        import torch
-
         from pipeline.attention.capture import enable_capture
         from pipeline.attention.params import resolve_layers
         from pipeline.attention.vlm import load_vlm
@@ -316,7 +314,6 @@ class VLMSAM:
         self.sam = load_sam_models(settings.profile, settings.sam, settings.decode.completion == DECODER,
                                    settings.decode.device)
         self.smoke = bool(self.vlm.smoke or self.sam.smoke)
-        self._torch = torch
         if self.smoke:
             log.warning("SMOKE run: random weights (VLM smoke: %s, EfficientSAM smoke: %s); predictions "
                         "are not results", self.vlm.smoke, self.sam.smoke)
@@ -347,16 +344,17 @@ class VLMSAM:
     def predict_objects(self, image, objects: Sequence[tuple[Sequence[float], str]]) -> list[Prediction]:
         """A `Prediction` per object of one image, all in one pass (one VLM prefix prefill, one
         EfficientSAM image embedding); object i has index i."""
+        import torch
         from threadpoolctl import threadpool_limits
 
         from pipeline import masks as rle
         from pipeline.attention.extract import ImageJob, extract_image
         from pipeline.decoding.prompts import PointIndex
         from pipeline.decoding.run import decode_one_image, memory_inputs
+        from pipeline.decoding.sam import image_tensor
         from pipeline.sampling.run import LayerChoice, points_table, sample_image
         from PIL import Image
 
-        torch = self._torch
         loaded = load_input_image(image)
         record = image_record(loaded, objects)
         extract = self.settings.extract
@@ -382,10 +380,9 @@ class VLMSAM:
             (record.id, g): (att.occluder_names, att.occluder_ids, attention.occlusion_error)
             for g, att in attention.instances.items()
         }
-        pixels = torch.from_numpy(loaded.rgb).permute(2, 0, 1)[None].float().div_(255.0)  # as sam.load_image
         visible, amodal = decode_one_image(
             record, self.sam, decode, memory_inputs(index, occlusion, self.vlm.smoke),
-            annotation_file=loaded.path or IN_MEMORY, pixels=pixels,
+            annotation_file=loaded.path or IN_MEMORY, pixels=image_tensor(loaded.rgb),
         )
 
         results = []

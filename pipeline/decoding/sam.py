@@ -100,7 +100,12 @@ def load_image(path: str | os.PathLike, width: int, height: int, image_id: int) 
         raise ValueError(
             f"{path}: image {image_id} is {rgb.shape[1]}x{rgb.shape[0]} but the annotations say {width}x{height}"
         )
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255.0)
+    return image_tensor(rgb)
+
+
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] pixels as EfficientSAM's input: float [1, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255.0)
 
 
 @dataclass
