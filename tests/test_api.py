@@ -204,3 +204,32 @@ def test_predict_command_writes_the_figure_and_shouts_smoke(model, scene, tmp_pa
     bad = CliRunner().invoke(app, ["predict", str(image), "--box", "5", "5", "1", "1", "--class", name,
                                    "--out", str(tmp_path / "bad.png")])
     assert bad.exit_code == 1 and "x2 > x1" in bad.output and not (tmp_path / "bad.png").exists()
+
+
+def test_named_context_object_completes_the_amodal_mask(model, scene, monkeypatch):
+    """With the VLM's answer substituted (a random model writes no JSON), a context object it
+    names as occluder is matched by index and its decoded visible mask completes the target."""
+    import json
+
+    from pipeline.attention import extract as X
+    from pipeline.attention.occlusion import boxes_overlap
+    from pipeline.attention.prompts import category_phrase
+    from pipeline.decoding.completion import complete
+
+    rgb, objects = scene
+    xywh = [(x1, y1, x2 - x1, y2 - y1) for (x1, y1, x2, y2), _ in objects]
+    t, o = next((i, j) for i in range(len(objects)) for j in range(len(objects))
+                if i != j and boxes_overlap(xywh[i], xywh[j]) and objects[i][1] != objects[j][1])
+    target, other = objects[t], objects[o]
+    answer = json.dumps({"occlusions": [{"object": category_phrase(target[1]),
+                                         "occluded_by": [category_phrase(other[1])]}]})
+    monkeypatch.setattr(X.PrefixReuseRunner, "generate", lambda self, prompt, n: "Here: " + answer)
+    preds = model.predict_objects(rgb, [target, other])
+    pred = preds[0]
+    occ = pred.occlusion
+    assert occ.listing == "listed" and occ.error is None and json.loads(occ.parsed_json) == json.loads(answer)
+    assert occ.occluder_names == [category_phrase(other[1])] and occ.occluder_ids == [1]
+    assert pred.occluder_source == "vlm" and pred.completion_occluder_ids == [1]
+    expected = complete("occluder_hull", pred.visible_mask, preds[1].visible_mask, xywh[t])
+    np.testing.assert_array_equal(pred.amodal_mask, expected)
+    assert preds[1].occlusion.occluder_names == []  # the answer names no occluder of the other
