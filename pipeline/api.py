@@ -304,6 +304,9 @@ class VLMSAM:
         from pipeline.decoding.sam import load_sam_models
 
         self.settings = settings
+        # EfficientSAM first: seconds to load, so a missing checkpoint fails before the VLM loads
+        self.sam = load_sam_models(settings.profile, settings.sam, settings.decode.completion == DECODER,
+                                   settings.decode.device)
         self.vlm = load_vlm(settings.vlm)
         n_layers = self.vlm.model.config.get_text_config().num_hidden_layers
         try:
@@ -311,8 +314,6 @@ class VLMSAM:
         except ValueError as e:
             raise PredictInputError(f"{settings.source}: {e}") from e
         enable_capture(self.vlm.model)
-        self.sam = load_sam_models(settings.profile, settings.sam, settings.decode.completion == DECODER,
-                                   settings.decode.device)
         self.smoke = bool(self.vlm.smoke or self.sam.smoke)
         if self.smoke:
             log.warning("SMOKE run: random weights (VLM smoke: %s, EfficientSAM smoke: %s); predictions "
