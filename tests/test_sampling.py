@@ -194,7 +194,7 @@ def test_layers_named_as_extract_wrote_them(scenes):
     from dataclasses import replace
 
     from pipeline.sampling.run import LayerChoice
-    negative = replace(info, params={"layers": [-18, -12]})
+    negative = replace(info, params={"extract": {"layers": [-18, -12]}})  # as extract writes it
     choice = LayerChoice.resolve(SampleParams(layers=[-12]), negative, cache)
     assert choice.rows == [1]
     assert LayerChoice.resolve(SampleParams(layers=[20, 14], layer_weights=[1, 3]), negative, cache).rows == [1, 0]

@@ -57,12 +57,14 @@ class LayerChoice:
     def resolve(cls, params: SampleParams, info: CacheInfo, cache_path) -> "LayerChoice":
         """Map `params.layers` onto the cache's stored layers; a clear error for absent ones.
 
-        A layer may be named by its stored number or as the extract parameters wrote it (e.g.
-        -8, when the cache's params hold the `layers` list that was resolved to the stored ones).
+        A layer may be named by its stored number or as extract.layers wrote it (e.g. -8): the
+        cache's params hold that list under ["extract"]["layers"], resolved in order to the
+        stored layers.
         """
         stored = list(info.layers)
         alias = {l: l for l in stored}
-        written = info.params.get("layers") if isinstance(info.params, dict) else None
+        extract = info.params.get("extract") if isinstance(info.params, dict) else None
+        written = extract.get("layers") if isinstance(extract, dict) else None
         if isinstance(written, list) and len(written) == len(stored):
             alias.update({w: l for w, l in zip(written, stored) if isinstance(w, int)})
         layers = list(params.layers) if params.layers is not None else stored

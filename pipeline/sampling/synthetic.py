@@ -168,7 +168,7 @@ def cache_info(layers=(14, 20)) -> CacheInfo:
     """Provenance of a synthetic cache: marked smoke."""
     return CacheInfo(
         model_id="synthetic-attention", model_revision="", prompt_templates={"target": "{name}"},
-        layers=list(layers), params={"synthetic": True, "layers": list(layers)}, smoke=True,
+        layers=list(layers), params={"synthetic": True, "extract": {"layers": list(layers)}}, smoke=True,
     )
 
 
