@@ -34,3 +34,26 @@ def section(params: dict, name: str, path: str | os.PathLike = DEFAULT_PARAMS) -
     if not isinstance(value, dict):
         raise ValueError(f"{path}: section '{name}' must be a mapping")
     return value
+
+
+def reject_unknown(where: str, d: dict, cls) -> None:
+    """Raise a clear error when mapping `d` has keys that dataclass `cls` does not define."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+
+
+def with_shared(d: dict | None, key: str, shared, where: str) -> dict:
+    """A copy of section `d` with a top-level shared value (e.g. `prompt_mode`) filled in.
+
+    The section may repeat the shared value but not contradict it.
+    """
+    d = dict(d or {})
+    if shared is not None:
+        if key in d and d[key] != shared:
+            raise ValueError(f"{where}.{key} {d[key]!r} contradicts the top-level {key} {shared!r}; set one of them")
+        d[key] = shared
+    return d

@@ -16,7 +16,7 @@ from pipeline.attention.params import resolve_layers
 from pipeline.cli import app
 from pipeline.decoding.occluders import OCCLUDER_SOURCES
 from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params
-from pipeline.sampling.limits import MAX_DECODER_POINTS
+from pipeline.prompt_limits import MAX_DECODER_POINTS
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, paint, split_views, token_values
 from pipeline.sampling.synthetic import grid_placement

@@ -20,7 +20,7 @@ from pipeline.decoding.prompts import PromptError, image_prompts
 from pipeline.decoding.run import run_decode
 from pipeline.decoding.sam import SamModels, load_sam_models
 from pipeline.predictions import is_smoke, read_predictions
-from pipeline.sampling.limits import MAX_DECODER_POINTS, PROMPT_MODES, point_budget
+from pipeline.prompt_limits import MAX_DECODER_POINTS, PROMPT_MODES, point_budget
 from pipeline.sampling.points_schema import SCHEMA, read_points, write_points
 from pipeline.synth import generate
 

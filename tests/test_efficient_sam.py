@@ -240,8 +240,3 @@ def test_forward_is_embedding_then_multimask_prediction_at_input_size(model, mon
     assert masks.shape == (1, 2, 3, 120, 200)
     torch.testing.assert_close((masks, iou), expected, rtol=0, atol=0)
 
-
-def test_sampling_limit_equals_what_the_decoder_reads():
-    from pipeline.sampling.limits import MAX_DECODER_POINTS
-
-    assert MAX_DECODER_POINTS == DECODER_MAX_NUM_INPUT_POINTS

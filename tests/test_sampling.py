@@ -10,7 +10,7 @@ from pipeline import masks
 from pipeline.attention import cache as ac
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.sampling import synthetic
-from pipeline.sampling.limits import PROMPT_MODES, point_budget
+from pipeline.prompt_limits import PROMPT_MODES, point_budget
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.points_schema import read_points
 from pipeline.sampling.run import SampleInputError, run_sample, sample_cache

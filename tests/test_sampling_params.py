@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.sampling.limits import MAX_DECODER_POINTS, PROMPT_MODES, point_budget
+from pipeline.prompt_limits import MAX_DECODER_POINTS, PROMPT_MODES, point_budget
 from pipeline.sampling.params import SampleParams
 
 

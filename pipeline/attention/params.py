@@ -23,8 +23,10 @@ JSON braces in a template need no escaping):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pipeline.params_file import reject_unknown
 
 FAMILIES = ("llava", "llava_next", "llava_onevision")
 PROFILES = ("smoke", "real")
@@ -53,13 +55,6 @@ DEFAULT_TEMPLATES = {
     ),
 }
 TEMPLATE_PLACEHOLDERS = {"target": ("{phrase}",), "occlusion": ("{names}",), "occlusion_free": ()}
-
-
-def _reject_unknown(section: str, d: dict, cls) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{section}: unknown parameter(s) {unknown}; known: {sorted(known)}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,7 @@ class VlmModelParams:
     def from_dict(cls, d: dict | None, profile: str = "real") -> "VlmModelParams":
         """Build from the `models.vlm` mapping; unknown keys are an error."""
         d = dict(d or {})
-        _reject_unknown("models.vlm", d, cls)
+        reject_unknown("models.vlm", d, cls)
         d.setdefault("profile", profile)
         return cls(**d)
 
@@ -215,7 +210,7 @@ class ExtractParams:
     def from_dict(cls, d: dict | None) -> "ExtractParams":
         """Build from the `extract` section; unknown keys are an error."""
         d = dict(d or {})
-        _reject_unknown("extract", d, cls)
+        reject_unknown("extract", d, cls)
         if "layers" in d and isinstance(d["layers"], tuple):
             d["layers"] = list(d["layers"])
         return cls(**d)

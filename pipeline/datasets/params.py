@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.datasets.loader import FLAVOURS, load_dataset
 from pipeline.datasets.record import AmodalDataset
+from pipeline.params_file import reject_unknown
 
 SYNTH_ANNOTATIONS = "data/synth/D2S_amodal_synth.json"  # what `vlmsam synth --out data/synth` writes
 
@@ -45,10 +46,7 @@ class DatasetParams:
     def from_dict(cls, d: dict | None) -> "DatasetParams":
         """Build from the `dataset` section; unknown keys are an error."""
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"dataset: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        reject_unknown("dataset", d, cls)
         return cls(**d)
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from pipeline.decoding.completion import COMPLETIONS, DECODER
 from pipeline.decoding.occluders import OCCLUDER_RULES
-from pipeline.sampling.limits import PROMPT_MODES, uses_box
+from pipeline.params_file import reject_unknown, with_shared
+from pipeline.prompt_limits import PROMPT_MODES, uses_box
 
 # Default file paths of the stage (inputs and outputs, relative to the project root).
 DEFAULT_POINTS = Path("cache/points.parquet")
@@ -40,10 +41,7 @@ SAM_SECTION = "efficient_sam"
 
 def _from_dict(cls, d: dict | None, where: str):
     d = dict(d or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown parameter(s) {unknown}; known: {sorted(names)}")
+    reject_unknown(where, d, cls)
     return cls(**d)
 
 
@@ -101,15 +99,7 @@ class DecodeParams:
     @classmethod
     def from_dict(cls, d: dict | None, shared_prompt_mode: str | None = None) -> "DecodeParams":
         """From the `decode` section; `shared_prompt_mode` is params.yaml's top-level prompt_mode."""
-        d = dict(d or {})
-        if shared_prompt_mode is not None:
-            if "prompt_mode" in d and d["prompt_mode"] != shared_prompt_mode:
-                raise ValueError(
-                    f"decode.prompt_mode {d['prompt_mode']!r} contradicts the top-level prompt_mode "
-                    f"{shared_prompt_mode!r}; set one of them"
-                )
-            d["prompt_mode"] = shared_prompt_mode
-        return _from_dict(cls, d, "decode")
+        return _from_dict(cls, with_shared(d, "prompt_mode", shared_prompt_mode, "decode"), "decode")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.datasets.record import Instance
-from pipeline.sampling.limits import MAX_DECODER_POINTS, PROMPT_MODES, uses_box
+from pipeline.prompt_limits import MAX_DECODER_POINTS, PROMPT_MODES, uses_box
 
 BOX_TOP_LEFT, BOX_BOTTOM_RIGHT, PAD = 2, 3, -1
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from pipeline.decoding.params import SamModelParams
 from pipeline.decoding.prompts import ImagePrompts
-from pipeline.sampling.limits import MAX_DECODER_POINTS
+from pipeline.prompt_limits import MAX_DECODER_POINTS
 from pipeline.models.efficient_sam import (
     OUTPUT_UPSAMPLE_MODE,
     EfficientSam,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from pipeline.params_file import reject_unknown
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,5 @@ class EvaluateParams:
     def from_dict(cls, d: dict | None) -> "EvaluateParams":
         """Build from the `evaluate` section; unknown keys are an error."""
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"evaluate: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        reject_unknown("evaluate", d, cls)
         return cls(**d)

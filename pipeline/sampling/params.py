@@ -9,7 +9,7 @@ params.yaml layout read by the sample stage::
       ...
 
 The top-level `prompt_mode` (when present) is the one value the integrator shares between
-`sample` and `decode`: it sets how many points the sampler may emit (`limits.point_budget`).
+`sample` and `decode`: it sets how many points the sampler may emit (`pipeline.prompt_limits.point_budget`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass
 
 from pipeline.attention.cache import params_hash
-from pipeline.sampling.limits import PROMPT_MODES, point_budget
+from pipeline.params_file import reject_unknown, with_shared
+from pipeline.prompt_limits import PROMPT_MODES, point_budget
 
 STRATEGIES = ("peak", "kmeans")
 VIEW_NORMS = ("mean", "max")
@@ -173,18 +174,8 @@ class SampleParams:
 
         Unknown keys are an error; a `sample.prompt_mode` that contradicts the shared one too.
         """
-        d = dict(d or {})
-        if shared_prompt_mode is not None:
-            if "prompt_mode" in d and d["prompt_mode"] != shared_prompt_mode:
-                raise ValueError(
-                    f"sample.prompt_mode {d['prompt_mode']!r} contradicts the top-level prompt_mode "
-                    f"{shared_prompt_mode!r}; set one of them"
-                )
-            d["prompt_mode"] = shared_prompt_mode
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"sample: unknown parameter(s) {unknown}; known: {known}")
+        d = with_shared(d, "prompt_mode", shared_prompt_mode, "sample")
+        reject_unknown("sample", d, cls)
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -28,8 +28,8 @@ from pipeline.models.efficient_sam.checkpoint import load_strict, read_state_dic
 from pipeline.models.efficient_sam.image_encoder import IMAGE_SIZE, ImageEncoderViT
 from pipeline.models.efficient_sam.mask_decoder import MaskDecoder
 from pipeline.models.efficient_sam.prompt_encoder import LABEL_PADDING, PromptEncoder
+from pipeline.prompt_limits import MAX_DECODER_POINTS as DECODER_MAX_NUM_INPUT_POINTS  # 6
 
-DECODER_MAX_NUM_INPUT_POINTS = 6
 OUTPUT_UPSAMPLE_MODE = "bicubic"
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
