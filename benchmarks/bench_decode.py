@@ -14,7 +14,6 @@ Medians over --reps repetitions after one warm-up. Random weights: speed only, n
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,15 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def median_time(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_time  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def main() -> None:

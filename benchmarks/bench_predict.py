@@ -14,18 +14,9 @@ the random model's babble does not dominate.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
-
-def median_time(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_time  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def main() -> None:

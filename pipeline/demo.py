@@ -18,7 +18,8 @@ log = logging.getLogger("vlmsam.demo")
 
 
 @contextlib.contextmanager
-def _working_dir(path: Path):
+def working_dir(path: Path):
+    """Run the block with `path` as the current directory."""
     old = Path.cwd()
     os.chdir(path)
     try:
@@ -47,7 +48,7 @@ def run_pipeline(workdir: Path, params_file: Path) -> dict:
     """Run extract -> sample -> decode -> evaluate in `workdir` (outputs under cache/, reports/)."""
     from stages import decode, evaluate, extract, sample
 
-    with _working_dir(workdir):
+    with working_dir(workdir):
         extract.main(["--params", str(params_file)])
         sample.main(["--params", str(params_file)])
         decode.main(["--params", str(params_file)])

@@ -3,8 +3,6 @@ image, run through the stages' `main` functions in a temporary project folder)."
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 from pathlib import Path
 
@@ -14,19 +12,10 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.datasets import load_dataset
+from pipeline.demo import working_dir
 from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params, write_params
 from pipeline.synth import generate
 from pipeline.visualize import RunOutputs, select_instances, visualize_run
-
-
-@contextlib.contextmanager
-def working_dir(path: Path):
-    old = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture(scope="module")
