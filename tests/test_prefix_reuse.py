@@ -118,3 +118,16 @@ def test_cache_restored_after_error_and_bad_inputs(setup):
         prefill(model, {**inputs, "input_ids": inputs["input_ids"].repeat(2, 1)}, prefix_len)
     with pytest.raises(ValueError, match=r"\[1, S\]"):
         run_suffix(model, state, suffix[:, :0], [0], LAYERS)
+
+
+def test_run_suffix_enables_capture_itself():
+    from pipeline.attention.capture import CAPTURE_ATTN
+
+    model, processor = build_smoke_vlm("llava")
+    inputs = _prompts(processor, _image())[0]
+    prefix_len = inputs["input_ids"].shape[1] - 4
+    state = prefill(model, inputs, prefix_len)
+    maps = run_suffix(model, state, inputs["input_ids"][:, prefix_len:], [3], [1])
+    assert model.config.text_config._attn_implementation == CAPTURE_ATTN
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    assert maps[1].shape == (model.config.text_config.num_attention_heads, 1, inputs["input_ids"].shape[1])
