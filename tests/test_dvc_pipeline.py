@@ -42,7 +42,8 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dvcproject")
     for name in ("pipeline", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", ".gitignore"):  # .gitignore: cache/ and reports/ stay out of git, as here
+        shutil.copy(REPO / name, root / name)
     annotations = generate(root / "data" / "synth", 2, seed=1, width=256, height=192, progress=False)
     write_profile(REPO / "params.yaml", root / "params.yaml", {
         **SMOKE_OVERRIDES,
