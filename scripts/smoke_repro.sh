@@ -22,7 +22,7 @@ write_profile("params.yaml", "params.yaml", {
     "dataset.images": None,
 })
 PY
-"$bindir/dvc" init -q
+[ -d .dvc ] || "$bindir/dvc" init -q
 "$bindir/dvc" repro
 "$bindir/dvc" metrics show
 "$bindir/dvc" plots show -o "$work/plots" >/dev/null
