@@ -294,11 +294,11 @@ def iter_images(path: str | os.PathLike, with_heads: bool = False) -> Iterator[I
 
 def read_image(path: str | os.PathLike, image_id: int, with_heads: bool = False) -> ImageAttention:
     """One image of a finished cache; a clear error when it is absent."""
-    with _open(path) as f:
-        key = str(int(image_id))
-        if key not in f["images"]:
-            raise CacheFormatError(f"{path}: image {image_id} is not in the attention cache")
-        return _read_image(f["images"][key], with_heads)
+    images = read_images(path, [image_id], with_heads)
+    try:
+        return next(images)
+    finally:
+        images.close()  # closes the file now
 
 
 def read_occlusion(path: str | os.PathLike) -> dict[tuple[int, int], tuple[list[str], list[int], str]]:
