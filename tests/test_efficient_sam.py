@@ -18,6 +18,7 @@ from pipeline.models.efficient_sam import (
     load_efficient_sam,
     load_mask_decoder,
 )
+from pipeline.models.efficient_sam.official_formulation import official_mask_decoder, official_two_way_transformer
 
 PREFIX = "mask_decoder."
 
@@ -179,17 +180,24 @@ def test_queries_and_images_are_independent(model, embedding):
     torch.testing.assert_close(batched_iou[1:, 1:], alone_iou, rtol=0, atol=1e-5)
 
 
-def test_shared_image_rows_equal_the_official_tiling(model, embedding):
-    """Queries of one image share its embedding; same result as tiling it per query (official)."""
-    points = torch.tensor([[[[100.0, 50.0]], [[10.0, 200.0]], [[200.0, 100.0]]]])
-    labels = torch.tensor([[[1], [1], [0]]])
+def test_decoder_equals_the_official_tiled_formulation(model, embedding):
+    """Shared image tokens projected once per image and per-query image tokens never projected
+    (see token_image_attention) give the official numbers up to float rounding."""
+    decoder = model.mask_decoder
+    tokens = torch.randn(2, 3, 6, 256, generator=torch.Generator().manual_seed(1))
+    pe = model.prompt_encoder.get_dense_pe()
     with torch.inference_mode():
-        tokens = model.encode_prompts(points, labels, 240, 320)  # [1, 3, 6, 256]
-        pe = model.prompt_encoder.get_dense_pe()
-        shared = model.mask_decoder(embedding[:1], pe, tokens, True)
-        tiled = model.mask_decoder(embedding[:1].expand(3, -1, -1, -1), pe, tokens.reshape(3, 1, 6, 256), True)
-    torch.testing.assert_close(shared[0][0], tiled[0][:, 0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(shared[1][0], tiled[1][:, 0], rtol=0, atol=1e-6)
+        ours_hs, ours_src = decoder.transformer(embedding, pe, decoder.with_output_tokens(tokens))
+        official_hs, official_src = official_two_way_transformer(
+            decoder.transformer, embedding.repeat_interleave(3, dim=0), pe, decoder.with_output_tokens(tokens).flatten(0, 1)
+        )
+        ours = decoder(embedding, pe, tokens, multimask_output=True)
+        official_masks, official_iou = official_mask_decoder(decoder, embedding, pe, tokens)
+    assert ours_src.shape == (2, 3, 64 * 64, 256)
+    torch.testing.assert_close(ours_hs.flatten(0, 1), official_hs, rtol=0, atol=2e-5)
+    torch.testing.assert_close(ours_src.flatten(0, 1), official_src, rtol=0, atol=2e-5)
+    torch.testing.assert_close(ours[0], official_masks[:, 1:].reshape(2, 3, 3, 256, 256), rtol=0, atol=2e-5)
+    torch.testing.assert_close(ours[1], official_iou[:, 1:].reshape(2, 3, 3), rtol=0, atol=2e-5)
 
 
 def test_point_rescaling_padding_and_official_cut(model, embedding):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -35,3 +36,30 @@ class MLP(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.fc(x)
+
+
+class DownsampledAttention(nn.Module):
+    """Multi-head attention whose q/k/v live in `dim // downsample_rate` channels."""
+
+    def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+        super().__init__()
+        internal_dim = dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError(f"{num_heads} heads do not divide {internal_dim} channels")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, internal_dim)
+        self.k_proj = nn.Linear(dim, internal_dim)
+        self.v_proj = nn.Linear(dim, internal_dim)
+        self.out_proj = nn.Linear(internal_dim, dim)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, heads·d] → [B, heads, N, d]."""
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q [B, Tq, C], k and v [B, Tk, C] → [B, Tq, C]."""
+        q, k, v = self.split_heads(self.q_proj(q)), self.split_heads(self.k_proj(k)), self.split_heads(self.v_proj(v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        b, h, n, c = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))

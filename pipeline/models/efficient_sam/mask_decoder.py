@@ -60,7 +60,7 @@ class MaskDecoder(nn.Module):
         b, q, p, c = sparse_prompt_embeddings.shape
         if image_embeddings.shape[0] != b:
             raise ValueError(f"{image_embeddings.shape[0]} image embeddings for a prompt batch of {b}")
-        masks, iou = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings.reshape(b * q, p, c))
+        masks, iou = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings)
         picked = slice(1, None) if multimask_output else slice(0, 1)
         masks, iou = masks[:, picked], iou[:, picked]
         return masks.reshape(b, q, *masks.shape[1:]), iou.reshape(b, q, -1)
@@ -68,23 +68,30 @@ class MaskDecoder(nn.Module):
     def _predict(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, prompt_tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embeddings [B, C, H, W], prompt_tokens [B·Q, P, C] → masks [B·Q, 4, 4H, 4W], IoU [B·Q, 4]."""
-        n = prompt_tokens.shape[0]
+        """image_embeddings [B, C, H, W], prompt_tokens [B, Q, P, C] → masks [B·Q, 4, 4H, 4W], IoU [B·Q, 4]."""
+        hs, src = self.transformer(image_embeddings, image_pe, self.with_output_tokens(prompt_tokens))
+        return self.masks_and_iou(hs.flatten(0, 1), src.flatten(0, 1), *image_embeddings.shape[-2:])
+
+    def with_output_tokens(self, prompt_tokens: torch.Tensor) -> torch.Tensor:
+        """prompt tokens [B, Q, P, C] → [B, Q, 5 + P, C]: the IoU token and 4 mask tokens first."""
+        b, q = prompt_tokens.shape[:2]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
-        hs, src = self.transformer(image_embeddings, image_pe, tokens)  # per image → per query
-        iou_token_out = hs[:, 0]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
-        _, c, h, w = image_embeddings.shape
+        return torch.cat([output_tokens.expand(b, q, -1, -1), prompt_tokens], dim=2)
+
+    def masks_and_iou(self, hs: torch.Tensor, src: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transformer outputs per query, tokens hs [n, T, C] and image tokens src [n, h·w, C]
+        → masks [n, 4, 4h, 4w] (upscaled image tokens · hypernetwork of each mask token), IoU [n, 4]."""
+        n, _, c = src.shape
         upscaled = src.transpose(1, 2).reshape(n, c, h, w)
         for layer in self.final_output_upscaling_layers:
             upscaled = layer(upscaled)
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )
         n, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(n, c, h * w)).reshape(n, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        return masks, self.iou_prediction_head(hs[:, 0])
 
 
 def build_mask_decoder() -> MaskDecoder:

@@ -1,54 +1,19 @@
 """The mask decoder's two-way transformer: prompt tokens and image tokens attend to each other.
 
-Batching: the prompt tokens have one row per query (B·Q), the image tokens may come in with one
-row per image (B). Whatever does not depend on the query (the image tokens' projections in the
-first block) is then computed once per image and repeated to the queries of that image
-(rows b·Q … b·Q + Q − 1), which gives the same numbers as tiling the image first, for less work.
+Batching: B images with Q queries (instances) each. The image tokens enter once per image and
+become per query in the first block's image-to-token update; the cross-attentions between
+tokens and image tokens are computed as in `token_image_attention` (no per-query projection of
+the 4096 image tokens), which gives the official results (tiling the image per query) up to
+float rounding, for less work.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.efficient_sam.layers import MLP
-
-
-def repeat_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
-    """Per-image rows [B, ...] → per-query rows [rows, ...] (each repeated rows/B times in place)."""
-    if x.shape[0] == rows:
-        return x
-    if rows % x.shape[0]:
-        raise ValueError(f"cannot spread a batch of {x.shape[0]} over {rows} rows")
-    return x.repeat_interleave(rows // x.shape[0], dim=0)
-
-
-class DownsampledAttention(nn.Module):
-    """Multi-head attention whose q/k/v live in `dim // downsample_rate` channels."""
-
-    def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1) -> None:
-        super().__init__()
-        internal_dim = dim // downsample_rate
-        if internal_dim % num_heads:
-            raise ValueError(f"{num_heads} heads do not divide {internal_dim} channels")
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, internal_dim)
-        self.k_proj = nn.Linear(dim, internal_dim)
-        self.v_proj = nn.Linear(dim, internal_dim)
-        self.out_proj = nn.Linear(internal_dim, dim)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q [Nq, Tq, C], k and v [Nk, Tk, C]: batches of one size or per image / per query (see module doc)."""
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        rows = max(q.shape[0], k.shape[0], v.shape[0])
-        out = F.scaled_dot_product_attention(repeat_rows(q, rows), repeat_rows(k, rows), repeat_rows(v, rows))
-        b, h, n, c = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+from pipeline.models.efficient_sam.layers import MLP, DownsampledAttention
+from pipeline.models.efficient_sam.token_image_attention import image_to_tokens, tokens_to_image
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -69,17 +34,19 @@ class TwoWayAttentionBlock(nn.Module):
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries, query_pe [B, Q, T, C]; keys [B, 1 or Q, N, C]; key_pe [N, C]
+        → (queries [B, Q, T, C], keys [B, Q, N, C])."""
+        b, nq, t, c = queries.shape
         # Unlike SAM, EfficientSAM keeps the residual in the first layer too; it only skips the PE.
         if not self.skip_first_layer_pe:
             queries = queries + query_pe
-        queries = self.norm1(queries + self.self_attn(queries, queries, queries))
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        flat = queries.reshape(b * nq, t, c)
+        queries = self.norm1(flat + self.self_attn(flat, flat, flat)).view(b, nq, t, c)
+        keys_pe = keys + key_pe
+        queries = self.norm2(queries + tokens_to_image(self.cross_attn_token_to_image, queries + query_pe, keys, keys_pe))
         queries = self.norm3(queries + self.mlp(queries))
-        q, k = queries + query_pe, keys + key_pe
-        image_update = self.cross_attn_image_to_token(k, q, queries)
-        keys = self.norm4(repeat_rows(keys, image_update.shape[0]) + image_update)
-        return queries, keys
+        keys = image_to_tokens(self.cross_attn_image_to_token, keys_pe, queries + query_pe, queries, residual=keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -97,13 +64,15 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding [B, C, H, W], image_pe [1, C, H, W], point_embedding [B·Q, T, C]
-        → (tokens [B·Q, T, C], image tokens [B·Q, H·W, C])."""
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        """image_embedding [B, C, H, W], image_pe [1, C, H, W], point_embedding [B, Q, T, C]
+        → (tokens [B, Q, T, C], image tokens [B, Q, H·W, C])."""
+        b, c = image_embedding.shape[:2]
+        if point_embedding.shape[0] != b or not self.layers:
+            raise ValueError(f"{b} images for prompt tokens of shape {tuple(point_embedding.shape)}")
+        keys = image_embedding.flatten(2).transpose(1, 2)[:, None]  # [B, 1, N, C]: shared by the queries
+        key_pe = image_pe.flatten(2).transpose(1, 2)[0]
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
-        q, k = queries + point_embedding, keys + key_pe
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
-        return queries, repeat_rows(keys, queries.shape[0])
+        attended = tokens_to_image(self.final_attn_token_to_image, queries + point_embedding, keys, keys + key_pe)
+        return self.norm_final_attn(queries + attended), keys
