@@ -4,8 +4,10 @@
 
 Prints: time to encode one 640x480 image; time of ONE batched decoder call for 1 and for 16
 instances (prompt encoding + mask decoder + best-of-3 selection + upsampling to 640x480 +
-threshold, i.e. `decode_image` minus the encoder) and their ratio (target <= 1.3x); 16
-instances as 16 single-query calls vs one batched call; per-image totals (encode + decode)
+threshold, i.e. `decode_image` minus the encoder) and their ratio (target <= 1.3x); the
+floating-point operations of the two decoder calls (torch's FlopCounterMode) and their ratio,
+which bounds the time ratio on a compute-bound device such as a CPU; 16 instances as 16
+single-query calls vs one batched call; per-image totals (encode + decode)
 for 1 vs 16 instances; and images/s of the whole stage (`run_decode`: image loading, prompts,
 decoding, completion, RLE, resumable parts, merge) on synthetic 640x480 scenes.
 Medians over --reps repetitions after one warm-up. Random weights: speed only, no quality.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from timing import median_time  # benchmarks/timing.py (the script's folder is on sys.path)
 
@@ -72,6 +75,15 @@ def main() -> None:
     print(f"decode 16 instances (16 single calls):  {t16_single * 1000:8.1f} ms")
     print(f"ratio decode 16 / 1 (one call each):    {t16 / t1:8.2f} x   (target <= 1.3 x)")
     print(f"ratio 16 single calls / 1 batched call: {t16_single / t16:8.2f} x")
+    flops = {}
+    with torch.inference_mode():
+        tokens = model.encode_prompts(torch.rand(1, 16, 4, 2) * 400, torch.ones(1, 16, 4, dtype=torch.long), h, w)
+        for q in (1, 16):
+            with FlopCounterMode(display=False) as counter:
+                model.decode(embedding, tokens[:, :q], multimask_output=True)
+            flops[q] = counter.get_total_flops()
+    print(f"decoder FLOPs, 1 / 16 instances:        {flops[1] / 1e9:8.2f} / {flops[16] / 1e9:.2f} GFLOP "
+          f"(ratio {flops[16] / flops[1]:.2f} x: the least time ratio where arithmetic is the bottleneck)")
     e1, e16 = t_encode + t1, t_encode + t16
     print(f"per image, encode + decode, 1 instance: {e1 * 1000:8.1f} ms")
     print(f"per image, encode + decode, 16 inst.:   {e16 * 1000:8.1f} ms")

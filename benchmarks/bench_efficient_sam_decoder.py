@@ -1,8 +1,10 @@
-"""EfficientSAM mask decoder: queries of one image sharing its embedding vs the official per-query tiling.
+"""EfficientSAM mask decoder: ours (image tokens projected once per image, never per query) vs the
+official formulation (image tiled per query, all projections), side by side.
 
-Run: .venv/bin/python benchmarks/bench_efficient_sam_decoder.py [--threads N] [--repeats R]
-Seeded random ViT-T weights on CPU; both paths run alternately in one process on the same inputs,
-and the outputs are compared (they must be equal). Prints times and the shared/tiled ratio.
+Run: .venv/bin/python benchmarks/bench_efficient_sam_decoder.py [--threads N] [--repeats R] [--queries 1 4 16]
+Seeded random ViT-T weights on CPU; both run alternately in one process on the same inputs, and
+their outputs are compared (equal up to float rounding). Prints times, FLOPs (torch's
+FlopCounterMode) and the ours/official ratios per number of queries (instances) of one image.
 """
 
 from __future__ import annotations
@@ -11,14 +13,22 @@ import argparse
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.models.efficient_sam import build_seeded_efficient_sam
+from pipeline.models.efficient_sam.official_formulation import official_mask_decoder
+
+
+def _flops(call) -> int:
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return counter.get_total_flops()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path and query count")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per formulation and query count")
     parser.add_argument("--queries", type=int, nargs="+", default=[1, 4, 16], help="queries per image")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -31,20 +41,22 @@ def main() -> None:
         for q in args.queries:
             points = torch.rand(1, q, 4, 2, generator=torch.Generator().manual_seed(q)) * 400
             tokens = model.encode_prompts(points, torch.ones(1, q, 4), 480, 640)
-            tiled = embedding.expand(q, -1, -1, -1).contiguous()
-            per_query = tokens.reshape(q, 1, *tokens.shape[2:])
-            shared_out = decoder(embedding, pe, tokens, True)
-            tiled_out = decoder(tiled, pe, per_query, True)
-            diff = max((a.reshape(-1) - b.reshape(-1)).abs().max().item() for a, b in zip(shared_out, tiled_out))
-            times = {"tiled": 0.0, "shared": 0.0}
+            calls = {
+                "official": lambda: official_mask_decoder(decoder, embedding, pe, tokens),
+                "ours": lambda: decoder._predict(embedding, pe, tokens),
+            }
+            diff = max((a - b).abs().max().item() for a, b in zip(calls["ours"](), calls["official"]()))
+            flops = {name: _flops(call) for name, call in calls.items()}
+            times = dict.fromkeys(calls, 0.0)
             for _ in range(args.repeats):
-                for name, call in (("tiled", lambda: decoder(tiled, pe, per_query, True)),
-                                   ("shared", lambda: decoder(embedding, pe, tokens, True))):
+                for name, call in calls.items():
                     start = time.perf_counter()
                     call()
                     times[name] += time.perf_counter() - start
-            t, s = times["tiled"] / args.repeats, times["shared"] / args.repeats
-            print(f"Q={q:3d}  tiled {t:7.3f} s  shared {s:7.3f} s  shared/tiled {s / t:5.2f}  max |diff| {diff:.1e}")
+            o, s = times["official"] / args.repeats, times["ours"] / args.repeats
+            print(f"Q={q:3d}  official {o:7.3f} s {flops['official'] / 1e9:6.1f} GFLOP   "
+                  f"ours {s:7.3f} s {flops['ours'] / 1e9:6.1f} GFLOP   "
+                  f"ours/official time {s / o:5.2f} FLOPs {flops['ours'] / flops['official']:5.2f}   max |diff| {diff:.1e}")
 
 
 if __name__ == "__main__":
