@@ -43,7 +43,7 @@ def main() -> None:
             tokens = model.encode_prompts(points, torch.ones(1, q, 4), 480, 640)
             calls = {
                 "official": lambda: official_mask_decoder(decoder, embedding, pe, tokens),
-                "ours": lambda: decoder._predict(embedding, pe, tokens),
+                "ours": lambda: decoder.predict_all_masks(embedding, pe, tokens),
             }
             diff = max((a - b).abs().max().item() for a, b in zip(calls["ours"](), calls["official"]()))
             flops = {name: _flops(call) for name, call in calls.items()}

@@ -60,12 +60,12 @@ class MaskDecoder(nn.Module):
         b, q, p, c = sparse_prompt_embeddings.shape
         if image_embeddings.shape[0] != b:
             raise ValueError(f"{image_embeddings.shape[0]} image embeddings for a prompt batch of {b}")
-        masks, iou = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings)
+        masks, iou = self.predict_all_masks(image_embeddings, image_pe, sparse_prompt_embeddings)
         picked = slice(1, None) if multimask_output else slice(0, 1)
         masks, iou = masks[:, picked], iou[:, picked]
         return masks.reshape(b, q, *masks.shape[1:]), iou.reshape(b, q, -1)
 
-    def _predict(
+    def predict_all_masks(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, prompt_tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embeddings [B, C, H, W], prompt_tokens [B, Q, P, C] → masks [B·Q, 4, 4H, 4W], IoU [B·Q, 4]."""

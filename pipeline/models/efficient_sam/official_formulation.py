@@ -35,7 +35,7 @@ def official_two_way_transformer(
 def official_mask_decoder(
     decoder: MaskDecoder, image_embeddings: torch.Tensor, image_pe: torch.Tensor, prompt_tokens: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """As `MaskDecoder._predict` with the image tiled per query: image_embeddings [B, C, H, W],
+    """As `MaskDecoder.predict_all_masks` with the image tiled per query: image_embeddings [B, C, H, W],
     prompt_tokens [B, Q, P, C] → masks [B·Q, 4, 4H, 4W], IoU [B·Q, 4]."""
     q = prompt_tokens.shape[1]
     tiled = image_embeddings.repeat_interleave(q, dim=0)

@@ -67,7 +67,7 @@ class TwoWayTransformer(nn.Module):
         """image_embedding [B, C, H, W], image_pe [1, C, H, W], point_embedding [B, Q, T, C]
         → (tokens [B, Q, T, C], image tokens [B, Q, H·W, C])."""
         b, c = image_embedding.shape[:2]
-        if point_embedding.shape[0] != b or not self.layers:
+        if point_embedding.shape[0] != b:
             raise ValueError(f"{b} images for prompt tokens of shape {tuple(point_embedding.shape)}")
         keys = image_embedding.flatten(2).transpose(1, 2)[:, None]  # [B, 1, N, C]: shared by the queries
         key_pe = image_pe.flatten(2).transpose(1, 2)[0]
