@@ -310,7 +310,7 @@ class VLMSAM:
         self.vlm = load_vlm(settings.vlm)
         n_layers = self.vlm.model.config.get_text_config().num_hidden_layers
         try:
-            self.layers = resolve_layers(settings.extract.layers, n_layers)
+            self.layers = resolve_layers(settings.extract.layers, n_layers, self.vlm.family)
         except ValueError as e:
             raise PredictInputError(f"{settings.source}: {e}") from e
         enable_capture(self.vlm.model)

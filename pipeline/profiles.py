@@ -1,8 +1,8 @@
 """Model profiles as parameter overrides: what turns a params.yaml into a smoke run.
 
 The smoke profile builds tiny random-weight models of the real architectures (no downloads)
-and marks every output SMOKE. Its VLM has 3 language-model layers, so the extract layers are
-set inside that depth.
+and marks every output SMOKE. `extract.layers: auto` resolves against whatever model is loaded,
+so no profile needs its own layers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pipeline.params_file import load_params
 
 SMOKE_OVERRIDES: dict[str, Any] = {
     "models.profile": "smoke",
-    "extract.layers": [-2, -1],
 }
 
 # The lightest real configuration (CPU-usable): LLaVA-OneVision-0.5B + EfficientSAM ViT-T.
@@ -26,7 +25,6 @@ LIGHT_REAL_OVERRIDES: dict[str, Any] = {
     "models.vlm.family": "llava_onevision",
     "models.vlm.id": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     "models.efficient_sam.variant": "vitt",
-    "extract.layers": [-12, -8, -4],
 }
 
 

@@ -65,7 +65,7 @@ def test_two_boxes_in_one_call_encode_the_image_once(model, scene):
     preds = model.predict_objects(rgb, objects[:2])
     assert model.encoder_calls - before == 1
     h, w = rgb.shape[:2]
-    layers = resolve_layers(SMOKE["extract.layers"], model.vlm.model.config.get_text_config().num_hidden_layers)
+    layers = resolve_layers("auto", model.vlm.model.config.get_text_config().num_hidden_layers, model.vlm.family)
     assert model.layers == layers
     for i, (pred, (box, name)) in enumerate(zip(preds, objects)):
         assert pred.index == i and pred.class_name == name and pred.box_xyxy == tuple(map(float, box))

@@ -9,7 +9,7 @@ from pipeline.attention.params import (
 
 def test_defaults_and_round_trip():
     p = ExtractParams.from_dict({})
-    assert p.head_aggregation == "mean" and p.layers == [-16, -12, -8]
+    assert p.head_aggregation == "mean" and p.layers == "auto"
     assert ExtractParams.from_dict(p.to_dict()) == p
     assert p.all_templates() == DEFAULT_TEMPLATES
     custom = ExtractParams.from_dict({"templates": {"target": "Find the {phrase}."}})
@@ -21,8 +21,8 @@ def test_defaults_and_round_trip():
     "d, message",
     [
         ({"layer": [1]}, r"unknown parameter\(s\) \['layer'\]"),
-        ({"layers": []}, "non-empty list"),
-        ({"layers": [1.5]}, "non-empty list"),
+        ({"layers": []}, "non-empty list of layer indices"),
+        ({"layers": [1.5]}, "depth fractions"),
         ({"head_aggregation": "max"}, "head_aggregation"),
         ({"top_k_heads": 0}, "top_k_heads"),
         ({"templates": {"target": "no phrase {box}"}}, r"placeholder \{phrase\}"),
@@ -58,5 +58,25 @@ def test_resolve_layers():
     assert resolve_layers([-1, 0, 5], 32) == [31, 0, 5]
     with pytest.raises(ValueError, match="out of range for a language model with 3 layers"):
         resolve_layers([-16], 3)
-    with pytest.raises(ValueError, match="same layer twice"):
+    with pytest.raises(ValueError, match="layer 2 twice"):
         resolve_layers([-1, 2], 3)
+
+
+def test_resolve_layers_by_depth_fraction():
+    # the literature's layers come back at the real depths: LLaVA-1.5 layers 10 and 14 of 32,
+    # Qwen2 layers 14 and 22 of 28
+    assert resolve_layers("auto", 32, "llava") == [10, 14]
+    assert resolve_layers("auto", 32, "llava_next") == [10, 14]
+    assert resolve_layers("auto", 28, "llava_onevision") == [14, 22]
+    # one parameter list serves every depth; fractions that meet on a shallow model are kept once
+    assert resolve_layers([0.45, 0.55], 32) == [14, 18]
+    assert resolve_layers([0.45, 0.55], 3) == [1, 2]
+    assert resolve_layers([0.31, 0.44], 3) == [1]
+    assert resolve_layers([0.0, -1], 24) == [0, 23]
+    with pytest.raises(ValueError, match="needs the VLM family"):
+        resolve_layers("auto", 32)
+    with pytest.raises(ValueError, match="no default layers"):
+        resolve_layers("auto", 32, "unknown_family")
+    for bad in ([1.0], [0.5, "x"], "all", [True]):
+        with pytest.raises(ValueError, match="extract.layers must be"):
+            ExtractParams(layers=bad)

@@ -307,7 +307,7 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
     if vlm.smoke:
         log.warning("%s (%s): the attention cache %s is a SMOKE result", SMOKE_LOG_LINE, vlm.model_id, out)
     n_layers = vlm.model.config.get_text_config().num_hidden_layers
-    layers = resolve_layers(params.layers, n_layers)
+    layers = resolve_layers(params.layers, n_layers, vlm.family)
     dtype = str(vlm.model.dtype).removeprefix("torch.")
     info = cache_info(vlm, params, layers, dataset, dtype)
     image_ids = [im.id for im in dataset.images]

@@ -10,7 +10,7 @@ params.yaml layout read here::
         ...
       ...                            # other keys of `models` belong to other stages
     extract:                         # ExtractParams
-      layers: [-16, -12, -8]
+      layers: auto                   # or e.g. [0.45, 0.55] (depth fractions) or [14, -8] (indices)
       ...
 
 Prompt templates use named placeholders that are substituted literally (no str.format, so
@@ -129,8 +129,13 @@ class VlmModelParams:
 class ExtractParams:
     """The `extract` section.
 
-    layers             language-model layers whose attention is stored; negative = counted
-                       from the end (-1 = last); duplicates after resolution are an error
+    layers             language-model layers whose attention is stored, resolved against the
+                       loaded model's depth (`resolve_layers`): 'auto' = the family's default
+                       relative depths (DEFAULT_LAYER_DEPTHS, from the literature); or a list
+                       whose entries are integers (indices; negative = counted from the end,
+                       -1 = last) or fractions 0 <= f < 1 of the depth (layer round(f * depth)).
+                       Two integers naming one layer are an error; fractions that meet on
+                       a shallow model are stored once (default 'auto')
     head_aggregation   'mean' over all heads, or 'lowest_entropy': mean of the `top_k_heads`
                        heads whose (row-averaged) map has the lowest Shannon entropy over
                        the image tokens, chosen per layer and instance
@@ -156,7 +161,7 @@ class ExtractParams:
                        max / mean < flat_ratio (a uniform map has ratio 1; default 1.5)
     """
 
-    layers: list[int] = field(default_factory=lambda: [-16, -12, -8])
+    layers: str | list[int | float] = "auto"
     head_aggregation: str = "mean"
     top_k_heads: int = 8
     include_last_token: bool = False
@@ -173,10 +178,7 @@ class ExtractParams:
     flat_ratio: float = 1.5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.layers, (list, tuple)) or not self.layers or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in self.layers
-        ):
-            raise ValueError(f"extract.layers must be a non-empty list of integers, got {self.layers!r}")
+        check_layers(self.layers)
         if self.head_aggregation not in HEAD_AGGREGATIONS:
             raise ValueError(
                 f"extract.head_aggregation must be one of {HEAD_AGGREGATIONS}, got {self.head_aggregation!r}"
@@ -240,17 +242,78 @@ def check_template(name: str, text: str) -> None:
         )
 
 
-def resolve_layers(layers: list[int], num_layers: int) -> list[int]:
-    """Absolute layer indices (negative = from the end), in the given order; clear errors."""
-    out = []
+# Default layers per family, as fractions of the language model's depth (layer round(f * depth)),
+# so one parameter file serves 0.5B, 7B and smoke models. Facts behind them
+# (../shared/notes/attention_literature.md):
+# - LLaVA-1.5-7B (32 layers): the localisation heads chosen most often on RefCOCO sit in layers 14
+#   and 10 (LocalizationHeads); ViCrop reads layer 14. 10/32 = 0.31, 14/32 = 0.44.
+# - LLaVA-NeXT (Mistral-7B, 32 layers): no layer study was found; it shares LLaVA-1.5's recipe and
+#   a 32-layer 7B language model, so it takes LLaVA-1.5's depths.
+# - Qwen2-based models (LLaVA-OneVision's Qwen2 LM; Qwen2-VL/Qwen2.5-VL, 28 layers): DecAF reads the
+#   middle layer (~14 of 28 = 0.5), ViCrop layer 22 of 28 (0.79); cross-modal flow concentrates in the
+#   middle layers (Kaduri et al.), so the middle and the upper-middle layer are both kept.
+DEFAULT_LAYER_DEPTHS: dict[str, tuple[float, ...]] = {
+    "llava": (0.31, 0.44),
+    "llava_next": (0.31, 0.44),
+    "llava_onevision": (0.5, 0.79),
+}
+QWEN2_LAYER_DEPTHS = (0.5, 0.79)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_fraction(x) -> bool:
+    return isinstance(x, float) and 0.0 <= x < 1.0
+
+
+def check_layers(layers) -> None:
+    """A clear error unless `layers` is 'auto' or a non-empty list of indices / depth fractions."""
+    if layers == "auto":
+        return
+    if not isinstance(layers, (list, tuple)) or not layers or not all(_is_int(x) or _is_fraction(x) for x in layers):
+        raise ValueError(
+            "extract.layers must be 'auto' or a non-empty list of layer indices (integers, negative = "
+            f"from the end) and depth fractions (0 <= f < 1), got {layers!r}"
+        )
+
+
+def default_layer_depths(family: str) -> tuple[float, ...]:
+    """The family's default layers as depth fractions; a clear error for an unknown family."""
+    if family in DEFAULT_LAYER_DEPTHS:
+        return DEFAULT_LAYER_DEPTHS[family]
+    if family.startswith("qwen2"):
+        return QWEN2_LAYER_DEPTHS
+    raise ValueError(f"extract.layers 'auto': no default layers for the VLM family {family!r}; list them")
+
+
+def resolve_layers(layers, num_layers: int, family: str | None = None) -> list[int]:
+    """Absolute layer indices of `layers` ('auto' needs `family`), in the given order; clear errors.
+
+    Integers are indices (negative = from the end); fractions f name layer round(f * num_layers),
+    and fractions that meet on a shallow model are kept once.
+    """
+    check_layers(layers)
+    if layers == "auto":
+        if family is None:
+            raise ValueError("extract.layers 'auto' needs the VLM family to resolve")
+        layers = list(default_layer_depths(family))
+    out, from_fraction = [], set()
     for layer in layers:
-        idx = layer + num_layers if layer < 0 else layer
-        if not 0 <= idx < num_layers:
-            raise ValueError(
-                f"extract.layers: layer {layer} is out of range for a language model with "
-                f"{num_layers} layers (valid: {-num_layers}..{num_layers - 1})"
-            )
+        if _is_fraction(layer):
+            idx = min(int(round(layer * num_layers)), num_layers - 1)
+            if idx in out and idx in from_fraction:
+                continue
+            from_fraction.add(idx)
+        else:
+            idx = layer + num_layers if layer < 0 else layer
+            if not 0 <= idx < num_layers:
+                raise ValueError(
+                    f"extract.layers: layer {layer} is out of range for a language model with "
+                    f"{num_layers} layers (valid: {-num_layers}..{num_layers - 1}, or fractions 0..1)"
+                )
+        if idx in out:
+            raise ValueError(f"extract.layers: {list(layers)} name layer {idx} twice")
         out.append(idx)
-    if len(set(out)) != len(out):
-        raise ValueError(f"extract.layers: {layers} name the same layer twice (resolved {out})")
     return out
