@@ -198,6 +198,7 @@ def test_predict_command_writes_the_figure_and_shouts_smoke(model, scene, tmp_pa
     assert result.exit_code == 0, result.output
     assert seen["overrides"] == SMOKE_OVERRIDES
     assert "SMOKE RUN" in result.output and "visible score" in result.output and "fallback" in result.output
+    assert "amodal mask from: " in result.output
     with Image.open(out) as fig:
         assert fig.format == "PNG" and fig.size[0] > 800 and fig.size[1] > 400
 
