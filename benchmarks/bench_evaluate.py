@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline.datasets import load_dataset
 from pipeline.evaluation import evaluate
 from pipeline.evaluation.coco_gt import coco_ground_truth
+from pipeline.evaluation.run_info import undescribed_run
 from pipeline.masks import decode, encode
 from pipeline.predictions import write_predictions
 from pipeline.synth import ANNOTATION_NAME, generate
@@ -106,7 +107,8 @@ def main() -> None:
     ds = load_dataset(gt_file)
     timings = {"GT load": time.perf_counter() - start}
     with tempfile.TemporaryDirectory() as out:
-        evaluate(ds, amodal_file, visible_file, out, timings=timings)
+        evaluate(ds, amodal_file, visible_file, out, timings=timings,
+                 run=undescribed_run("benchmark on synthetic predictions"))
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     bare = {"amodal": bare_cocoeval(coco_ground_truth(ds, "amodal"), amodal_file),
             "visible": bare_cocoeval(coco_ground_truth(ds, "visible"), visible_file)}

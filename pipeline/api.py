@@ -20,6 +20,13 @@ Occlusion question: with context objects the configured `extract.occlusion_listi
 (default 'listed': the question names the objects); with none, the VLM lists the objects
 itself ('free', template `occlusion_free`), and its occluder names can match no object.
 
+Amodal completion (occluder_hull / occluder_box with decode.occluders 'vlm'): an occluder
+name that matches a given object uses that object's decoded visible mask; a name that
+matches none is located by its own attention and segmented in the same batched decoder
+call (`pipeline/located_occluders.py`), and its mask completes the object. Each result says
+where its amodal mask came from (`amodal_source`, `pipeline/decoding/amodal_source.py`) and
+carries the occluder masks used (`occluder_masks`).
+
 Reuse across objects: `predict_objects(image, objects)` predicts every object of one image in
 ONE pass: one VLM prefix prefill (image + shared prompt prefix) and ONE EfficientSAM image
 embedding with all objects as queries of one decoder call. Separate `predict` calls on the
@@ -81,6 +88,24 @@ class Occlusion:
 
 
 @dataclass
+class OccluderMask:
+    """An occluder mask the completion used for one object.
+
+    index    a given object's index, or (>= the number of objects) a located occluder's
+    name     the object's class name, or the VLM's name of a located occluder
+    located  True when found by its own attention (named by the VLM, matching no object)
+    mask     bool [H, W]: its decoded visible mask
+    score    EfficientSAM's predicted IoU of that mask
+    """
+
+    index: int
+    name: str
+    located: bool
+    mask: np.ndarray
+    score: float
+
+
+@dataclass
 class Prediction:
     """Everything the pipeline produced for one object; arrays in original-image pixels.
 
@@ -97,7 +122,11 @@ class Prediction:
     completion      the amodal completion variant (decode.completion)
     occluder_source which occluders the completion used and why (see decoding/occluders.py);
                     None when the completion needs none
-    completion_occluder_ids  object indices whose visible masks were used as occluders
+    completion_occluder_ids  indices whose visible masks were used as occluders (objects,
+                    and located occluders >= the number of objects; see `occluder_masks`)
+    amodal_source   where the amodal mask came from: 'completion', 'decoder',
+                    'visible: no occluder found', ... (pipeline/decoding/amodal_source.py)
+    occluder_masks  the masks behind completion_occluder_ids, in that order
     smoke           True when any model had random weights: not a result
     """
 
@@ -120,6 +149,8 @@ class Prediction:
     completion: str
     occluder_source: str | None
     completion_occluder_ids: list[int]
+    amodal_source: str
+    occluder_masks: list[OccluderMask]
     prompt_mode: str
     smoke: bool
 
@@ -344,12 +375,14 @@ class VLMSAM:
 
     def predict_objects(self, image, objects: Sequence[tuple[Sequence[float], str]]) -> list[Prediction]:
         """A `Prediction` per object of one image, all in one pass (one VLM prefix prefill, one
-        EfficientSAM image embedding); object i has index i."""
+        EfficientSAM image embedding); object i has index i. Occluders the VLM names that
+        match no object take a second prefill to be located (see the module docstring)."""
         import torch
         from threadpoolctl import threadpool_limits
 
         from pipeline import masks as rle
         from pipeline.attention.extract import ImageJob, extract_image
+        from pipeline.decoding.completion import NEEDS_OCCLUDERS
         from pipeline.decoding.prompts import PointIndex
         from pipeline.decoding.run import decode_one_image, memory_inputs
         from pipeline.decoding.sam import image_tensor
@@ -363,9 +396,15 @@ class VLMSAM:
         extract = dataclasses.replace(extract, occlusion_listing=listing)
 
         # 1. extract: the VLM's occlusion answer and every object's target maps
+        pil = Image.fromarray(loaded.rgb)
         with torch.inference_mode():
-            attention = extract_image(self.vlm, ImageJob(record, Image.fromarray(loaded.rgb)), extract, self.layers)
+            attention = extract_image(self.vlm, ImageJob(record, pil), extract, self.layers)
         info = self._cache_info(extract, record)
+        objects_record = record
+        matched = {g: [int(i) for i in att.occluder_ids] for g, att in attention.instances.items()}
+        decode = self.settings.decode
+        if decode.completion in NEEDS_OCCLUDERS and decode.occluders == "vlm":
+            record = self._locate_occluders(record, attention, pil, extract)
 
         # 2. sample: point prompts from the maps
         sample = self.settings.sample
@@ -374,8 +413,7 @@ class VLMSAM:
         with threadpool_limits(1):  # as the stage: BLAS/OpenMP pools only slow these small arrays
             points = sample_image(attention, record, sample, choice)
 
-        # 3. decode: EfficientSAM once for all objects, amodal completion
-        decode = self.settings.decode
+        # 3. decode: EfficientSAM once for all objects (and located occluders), amodal completion
         index = PointIndex(points_table(record.id, gt_ids, points, sample.hash), self.settings.source)
         occlusion = {
             (record.id, g): (att.occluder_names, att.occluder_ids, attention.occlusion_error)
@@ -386,8 +424,11 @@ class VLMSAM:
             annotation_file=loaded.path or IN_MEMORY, pixels=image_tensor(loaded.rgb),
         )
 
+        names = {inst.id: inst.category_name for inst in record.instances}
+        decoded = {inst.id: vis for inst, vis in zip(record.instances, visible)}
+        n_objects = len(objects_record.instances)
         results = []
-        for inst, vis, amo in zip(record.instances, visible, amodal):
+        for inst, vis, amo in zip(objects_record.instances, visible, amodal):
             att = attention.instances[inst.id]
             layer_maps, aggregated = whole_image_maps(attention, inst.id, info.layers, choice.rows, choice.weights, sample)
             pts = points[inst.id]
@@ -401,17 +442,43 @@ class VLMSAM:
                 occlusion=Occlusion(
                     listing=listing, raw=attention.occlusion_raw,
                     parsed_json=attention.occlusion_json or None, error=attention.occlusion_error or None,
-                    occluder_names=list(att.occluder_names), occluder_ids=[int(i) for i in att.occluder_ids],
+                    occluder_names=list(att.occluder_names), occluder_ids=matched[inst.id],
                 ),
                 layer_maps=layer_maps, aggregated_map=aggregated,
                 points=np.stack([pts.x, pts.y], axis=1).astype(np.float32) if with_points else np.zeros((0, 2), np.float32),
                 labels=pts.label.astype(np.int8) if with_points else np.zeros(0, np.int8),
                 point_sources=list(pts.source) if with_points else [],
                 fallback=vis["fallback"], completion=amo["completion"], occluder_source=amo["occluder_source"],
-                completion_occluder_ids=list(amo["occluder_ids"]), prompt_mode=decode.prompt_mode,
+                completion_occluder_ids=list(amo["occluder_ids"]),
+                amodal_source=amo["amodal_source"],
+                occluder_masks=[OccluderMask(int(i), names[i], i >= n_objects, rle.decode(decoded[i]["segmentation"]),
+                                             float(decoded[i]["score"])) for i in amo["occluder_ids"]],
+                prompt_mode=decode.prompt_mode,
                 smoke=bool(vis["smoke"] or amo["smoke"]),
             ))
         return results
+
+    def _locate_occluders(self, record: ImageRecord, attention: ImageAttention, image,
+                          extract: ExtractParams) -> ImageRecord:
+        """`record` extended by the named occluders no object matches, with their maps added to
+        `attention` (see `pipeline/located_occluders.py`); `record` itself when there are none."""
+        import torch
+
+        from pipeline.attention.extract import ImageJob, extract_image
+        from pipeline.attention.prompts import category_phrase
+        from pipeline.located_occluders import add_located, occluder_record, occluders_to_locate
+
+        phrases = {inst.id: category_phrase(inst.category_name, extract.phrase_overrides) for inst in record.instances}
+        located = occluders_to_locate(record, attention, phrases)
+        if not located:
+            return record
+        occluders = occluder_record(record, located)
+        with torch.inference_mode():
+            found = extract_image(self.vlm, ImageJob(occluders, image),
+                                  dataclasses.replace(extract, ask_occlusion=False), self.layers)
+        log.info("located %d named occluder(s) by their own attention: %s", len(located),
+                 ", ".join(o.name for o in located))
+        return add_located(record, attention, occluders, found, located)
 
     def _cache_info(self, extract: ExtractParams, record: ImageRecord) -> CacheInfo:
         """What the attention cache would record for this one-image run (the sampler reads it)."""

@@ -8,13 +8,13 @@ banner heads the report when any experiment's metrics come from random weights.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 from pathlib import Path
 
 import typer
 
 from pipeline.atomic import write_text
+from pipeline.evaluation.units import UNIT_TEXT, format_figure
 
 METRICS_FILE = "reports/metrics.json"
 HEADLINE = (
@@ -68,14 +68,9 @@ def experiments_from_dvc_json(entries: list, metrics_file: str = METRICS_FILE) -
     return rows
 
 
-def _pct(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{100 * float(v):.1f}"
-
-
 def comparison_markdown(rows: list[dict]) -> str:
-    """The comparison report: differing parameters and headline metrics (in %) per experiment."""
+    """The comparison report: differing parameters and headline metrics (fractions in [0, 1])
+    per experiment."""
     if not rows:
         raise ValueError("no experiments to compare (run `dvc exp run -S ...` first)")
     keys = sorted({k for r in rows for k in r["params"]})
@@ -89,10 +84,11 @@ def comparison_markdown(rows: list[dict]) -> str:
     for r in rows:
         values = [r["name"], *(str(r["params"].get(k, "—")) for k in differing)]
         for _, (group, key) in HEADLINE:
-            values.append(_pct((r["metrics"].get(group) or {}).get(key)))
+            values.append(format_figure((r["metrics"].get(group) or {}).get(key)))
         values.append("yes" if r["metrics"].get("smoke") else "no")
         lines.append("| " + " | ".join(values) + " |")
-    lines += ["", "AP from pycocotools COCOeval (segm); mIoU per prompted instance; all in %. "
+    lines += ["", f"AP from pycocotools COCOeval (segm); mIoU per prompted instance; all {UNIT_TEXT}; "
+              "'—' = not reported (e.g. amodal AP withheld under modal-given). "
               "Columns before the metrics are the parameters that differ between the rows."]
     return "\n".join(lines) + "\n"
 

@@ -83,10 +83,14 @@ def demo_command(
     })
     params_file = workdir / "params.yaml"
     write_params(params_file, params)
+    from pipeline.evaluation.units import UNIT, format_figure
+
     metrics = run_pipeline(workdir, params_file)
     smoke = metrics["smoke"]
     typer.echo(("SMOKE RUN (random weights): the numbers below test the plumbing, they are not results.\n"
                 if smoke else "") +
-               f"amodal AP {metrics['amodal']['AP']}, visible AP {metrics['visible']['AP']}, "
-               f"mIoU amodal {metrics['miou']['amodal_full']}, visible {metrics['miou']['visible']}")
+               f"amodal AP {format_figure(metrics['amodal']['AP'], 'n/a')}, "
+               f"visible AP {format_figure(metrics['visible']['AP'], 'n/a')}, "
+               f"mIoU amodal {format_figure(metrics['miou']['amodal_full'], 'n/a')}, "
+               f"visible {format_figure(metrics['miou']['visible'], 'n/a')} (unit: {UNIT} 0-1)")
     typer.echo(f"report: {workdir / 'reports' / 'report.md'}")

@@ -2,7 +2,8 @@
 
 Panels: (1) input with box, (2) the VLM's occlusion answer, (3) attention per chosen
 layer, (4) aggregated map, (5) point prompts over the image, (6) visible mask,
-(7) amodal mask, (8) against ground truth where known.
+(7) amodal mask with the outlines of the occluder masks the completion used, (8) against
+ground truth where known, with a legend of its colours.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.gridspec import GridSpecFromSubplotSpec  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 SMOKE_BANNER = "SMOKE RUN — random weights, not a result"
+# panel 8: (label, RGBA) of the prediction against the ground-truth amodal mask
+GT_COLOURS = (
+    ("hit: predicted and in GT amodal", (0.0, 0.9, 0.2, 0.5)),
+    ("missed: GT amodal, not predicted", (1.0, 0.0, 0.0, 0.6)),
+    ("extra: predicted, not in GT amodal", (1.0, 1.0, 0.0, 0.6)),
+)
+OCCLUDER_COLOURS = ("cyan", "magenta", "white", "lime", "orange")
 
 
 @dataclass
@@ -42,6 +51,7 @@ class FigureData:
     gt_visible: np.ndarray | None = None
     gt_amodal: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)  # e.g. fallback reason, completion variant
+    occluder_masks: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (label, bool [H, W]) used by the completion
 
 
 def _show_image(ax, data: FigureData, box: bool = True) -> None:
@@ -67,6 +77,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
     """Write the 8-panel pipeline figure for one instance to `out_path` (PNG)."""
+    fig = build_pipeline_figure(data)
+    fig.savefig(out_path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def build_pipeline_figure(data: FigureData):
+    """The 8-panel pipeline figure for one instance (a matplotlib Figure; the caller closes it)."""
     fig = plt.figure(figsize=(16, 8.5))
     grid = fig.add_gridspec(2, 4, hspace=0.25, wspace=0.08)
     title = f"{data.class_name}"
@@ -115,15 +132,19 @@ def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
     _overlay(ax, data, data.visible_mask, (0.1, 0.6, 1.0), f"6 visible (pred IoU {data.visible_score:.2f})")
     ax = fig.add_subplot(grid[1, 2])
     _overlay(ax, data, data.amodal_mask, (1.0, 0.5, 0.1), f"7 amodal (pred IoU {data.amodal_score:.2f})")
+    _draw_occluders(ax, data.occluder_masks)
 
     ax = fig.add_subplot(grid[1, 3])
     if data.gt_amodal is not None and data.gt_visible is not None:
         _show_image(ax, data)
         rgba = np.zeros((*data.gt_amodal.shape, 4), np.float32)
-        rgba[data.gt_amodal & ~data.amodal_mask] = (1.0, 0.0, 0.0, 0.6)  # missed
-        rgba[data.amodal_mask & ~data.gt_amodal] = (1.0, 1.0, 0.0, 0.6)  # extra
-        rgba[data.amodal_mask & data.gt_amodal] = (0.0, 0.9, 0.2, 0.5)  # hit
+        (_, hit), (_, missed), (_, extra) = GT_COLOURS
+        rgba[data.gt_amodal & ~data.amodal_mask] = missed
+        rgba[data.amodal_mask & ~data.gt_amodal] = extra
+        rgba[data.amodal_mask & data.gt_amodal] = hit
         ax.imshow(rgba)
+        ax.legend(handles=[Patch(facecolor=c, edgecolor="black", label=label) for label, c in GT_COLOURS],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7, frameon=False)
         ax.set_title(
             f"8 vs GT: amodal IoU {_iou(data.amodal_mask, data.gt_amodal):.2f}, "
             f"visible IoU {_iou(data.visible_mask, data.gt_visible):.2f}",
@@ -132,6 +153,16 @@ def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
     else:
         ax.set_axis_off()
         ax.set_title("8 vs GT: no ground truth", fontsize=9)
+    return fig
 
-    fig.savefig(out_path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+
+def _draw_occluders(ax, occluders: list[tuple[str, np.ndarray]]) -> None:
+    """Outline each occluder mask on `ax`, with a legend naming them."""
+    handles = []
+    for k, (label, mask) in enumerate(occluders):
+        colour = OCCLUDER_COLOURS[k % len(OCCLUDER_COLOURS)]
+        if mask.any():
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.5)
+        handles.append(Line2D([], [], color=colour, lw=1.5, label=f"occluder: {label}"))
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7, frameon=False)

@@ -76,6 +76,10 @@ def predict_command(
                f"amodal score {pred.amodal_score:.3f} ({int(pred.amodal_mask.sum())} px)")
     typer.echo(f"completion {pred.completion} (occluders: {pred.occluder_source or 'not used'}), "
                f"prompt {pred.prompt_mode}, {len(pred.labels)} points, fallback: {pred.fallback or 'none'}")
+    typer.echo(f"amodal mask from: {pred.amodal_source}")
+    for o in pred.occluder_masks:
+        how = "located by its own attention" if o.located else f"object {o.index}"
+        typer.echo(f"  occluder {o.name!r} ({how}): {int(o.mask.sum())} px, score {o.score:.3f}")
     typer.echo(f"wrote {path}")
     if pred.smoke:
         typer.secho(SMOKE_SHOUT, fg="red", bold=True)

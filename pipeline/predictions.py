@@ -18,6 +18,7 @@ Optional per-instance fields written by the decode stage:
     occluder_source str|null  which occluders were used ('vlm', 'vlm_none', 'overlap_unmatched',
                           'overlap_parse_failed', 'gt', 'overlap'); null when none are needed
     occluder_ids   int[]  instances whose visible masks served as occluders
+    amodal_source  str    where the amodal mask came from (pipeline/decoding/amodal_source.py)
 """
 
 from __future__ import annotations

@@ -66,7 +66,9 @@ def prediction_figure_data(prediction, rgb: np.ndarray) -> FigureData:
         visible_mask=prediction.visible_mask, visible_score=prediction.visible_score,
         amodal_mask=prediction.amodal_mask, amodal_score=prediction.amodal_score, smoke=prediction.smoke,
         notes=_notes(prediction.fallback, prediction.completion, prediction.occluder_source,
-                     prediction.prompt_mode, [f"occlusion question: {occ.listing}"]),
+                     prediction.prompt_mode, [f"occlusion question: {occ.listing}",
+                                              f"amodal: {prediction.amodal_source}"]),
+        occluder_masks=[(f"{o.name}{' (located)' if o.located else ''}", o.mask) for o in prediction.occluder_masks],
     )
 
 
@@ -197,6 +199,8 @@ def visualize_run(dataset, outputs: RunOutputs, n: int, out_dir: str | os.PathLi
             gt_visible=rle.decode(inst.visible_rle), gt_amodal=rle.decode(inst.amodal_rle),
             notes=_notes(amo.get("fallback", ""), amo.get("completion"), amo.get("occluder_source"),
                          amo.get("prompt_mode"), [f"GT occlusion {inst.occlusion_rate:.2f}"]),
+            occluder_masks=[(f"instance {i}", rle.decode(visible[(image_id, i)]["segmentation"]))
+                            for i in amo.get("occluder_ids", []) if (image_id, i) in visible],
         )
         written.append(write_figure(data, out_dir / f"{rank:02d}_image{image_id}_instance{gt_id}.png"))
     return written

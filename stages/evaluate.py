@@ -1,7 +1,8 @@
 """DVC stage `evaluate`: cache/pred_amodal.json + cache/pred_visible.json -> reports/.
 
 Run as `python -m stages.evaluate [--params params.yaml]`; reads the `dataset` and
-`evaluate` sections.
+`evaluate` sections, and for metrics.json's "run" the attention cache's model and extract
+settings and the `models`, `prompt_mode` and `decode` sections.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 
 from pipeline.datasets.params import DatasetParams, load
 from pipeline.evaluation import EvaluateParams, evaluate
+from pipeline.evaluation.run_info import describe_run
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
 
 PRED_AMODAL = Path("cache/pred_amodal.json")
 PRED_VISIBLE = Path("cache/pred_visible.json")
+ATTENTION_CACHE = Path("cache/attention.h5")
 REPORTS_DIR = Path("reports")
 
 
@@ -28,8 +31,9 @@ def main(argv: list[str] | None = None) -> dict:
     params = load_params(args.params)
     dataset_params = DatasetParams.from_dict(section(params, "dataset", args.params))
     evaluate_params = EvaluateParams.from_dict(section(params, "evaluate", args.params))
+    run = describe_run(params, ATTENTION_CACHE, args.params)
     dataset = load(dataset_params)
-    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params)
+    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params, run=run)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,7 @@ def test_predict_command_writes_the_figure_and_shouts_smoke(model, scene, tmp_pa
     assert result.exit_code == 0, result.output
     assert seen["overrides"] == SMOKE_OVERRIDES
     assert "SMOKE RUN" in result.output and "visible score" in result.output and "fallback" in result.output
+    assert "amodal mask from: " in result.output
     with Image.open(out) as fig:
         assert fig.format == "PNG" and fig.size[0] > 800 and fig.size[1] > 400
 
@@ -232,4 +233,110 @@ def test_named_context_object_completes_the_amodal_mask(model, scene, monkeypatc
     assert pred.occluder_source == "vlm" and pred.completion_occluder_ids == [1]
     expected = complete("occluder_hull", pred.visible_mask, preds[1].visible_mask, xywh[t])
     np.testing.assert_array_equal(pred.amodal_mask, expected)
+    (occ,) = pred.occluder_masks  # a given object: matched, not located
+    assert (occ.index, occ.name, occ.located) == (1, other[1], False)
+    np.testing.assert_array_equal(occ.mask, preds[1].visible_mask)
     assert preds[1].occlusion.occluder_names == []  # the answer names no occluder of the other
+
+
+# ---------------------------------------------------------------- named occluders located by attention
+
+def bar_scene():
+    """A red box (x 30..129, y 30..89) behind a blue bar (x 70..89, every row) on grey: the
+    box's visible part is two pieces, its amodal mask the whole box."""
+    h, w = 120, 160
+    rgb = np.full((h, w, 3), 128, np.uint8)
+    amodal = np.zeros((h, w), bool)
+    amodal[30:90, 30:130] = True
+    bar = np.zeros((h, w), bool)
+    bar[:, 70:90] = True
+    rgb[amodal] = (220, 30, 30)
+    rgb[bar] = (30, 30, 220)
+    return rgb, amodal, amodal & ~bar, bar
+
+
+@pytest.fixture
+def oracle_decoder(monkeypatch):
+    """EfficientSAM's decoding replaced by the scene's truth per query (random weights segment
+    nothing in particular): query 0 (the box) gets its visible mask, query 1 the bar. Every
+    call's number of queries is recorded."""
+    from pipeline.decoding import run as decode_run
+    from pipeline.decoding.sam import DecodedMasks
+
+    _, _, visible, bar = bar_scene()
+    calls = []
+
+    def decode_image(models, image, prompts, max_queries_per_call=None):
+        q = prompts.points.shape[0]
+        calls.append(q)
+        masks = np.stack([visible, bar][:q])
+        return DecodedMasks(masks, np.full(q, 0.9, np.float32), None, None)
+
+    monkeypatch.setattr(decode_run, "decode_image", decode_image)
+    return calls
+
+
+def answer(monkeypatch, occluded_by):
+    import json
+
+    from pipeline.attention import extract as X
+
+    text = json.dumps({"occlusions": [{"object": "red box", "occluded_by": occluded_by}]})
+    asked = []
+
+    def generate(self, prompt, n):
+        asked.append(prompt.rendered)
+        return text
+
+    monkeypatch.setattr(X.PrefixReuseRunner, "generate", generate)
+    return asked
+
+
+def test_a_named_occluder_is_located_segmented_and_completes_the_mask(model, oracle_decoder, monkeypatch):
+    rgb, amodal, visible, bar = bar_scene()
+    asked = answer(monkeypatch, ["the blue bar"])
+    pred = model.predict(rgb, (30, 30, 130, 90), "red box")
+    assert len(asked) == 1 and pred.occlusion.listing == "free"  # one question, the VLM lists
+    assert pred.occlusion.occluder_names == ["the blue bar"] and pred.occlusion.occluder_ids == []
+    assert oracle_decoder == [2]  # the box and the located bar in ONE decoder call
+    assert pred.occluder_source == "vlm" and pred.completion_occluder_ids == [1]
+    (occ,) = pred.occluder_masks
+    assert (occ.index, occ.name, occ.located) == (1, "the blue bar", True)
+    np.testing.assert_array_equal(occ.mask, bar)
+    np.testing.assert_array_equal(pred.visible_mask, visible)
+    np.testing.assert_array_equal(pred.amodal_mask, amodal)  # the known truth: the whole box
+    assert pred.amodal_mask.sum() > pred.visible_mask.sum()
+    assert pred.amodal_source == "completion"
+
+
+def test_no_named_occluder_leaves_the_visible_mask_and_says_so(model, oracle_decoder, monkeypatch):
+    rgb, _, visible, _ = bar_scene()
+    answer(monkeypatch, [])
+    pred = model.predict(rgb, (30, 30, 130, 90), "red box")
+    assert oracle_decoder == [1]  # nothing to locate
+    assert pred.occluder_source == "vlm_none" and pred.occluder_masks == []
+    np.testing.assert_array_equal(pred.amodal_mask, visible)
+    assert pred.amodal_source == "visible: no occluder found"
+
+
+def test_located_occluder_maps_come_from_its_own_prompt(model, monkeypatch):
+    """With real (random) EfficientSAM: the bar gets its own target prompt in the box of the
+    object it covers, and the result carries its mask."""
+    from pipeline.attention import extract as X
+
+    rgb, _, _, _ = bar_scene()
+    answer(monkeypatch, ["blue bar"])
+    spy_rows = []
+    original = X.PrefixReuseRunner.rows
+
+    def rows(self, prompt, query_rows):
+        spy_rows.append(prompt.rendered)
+        return original(self, prompt, query_rows)
+
+    monkeypatch.setattr(X.PrefixReuseRunner, "rows", rows)
+    pred = model.predict(rgb, (30, 30, 130, 90), "red box")
+    assert sum("blue bar" in text and "[0.19, 0.25, 0.81, 0.75]" in text for text in spy_rows) == 1
+    assert [o.name for o in pred.occluder_masks] == ["blue bar"]
+    assert pred.occluder_masks[0].mask.shape == rgb.shape[:2]
+    assert not (pred.visible_mask & ~pred.amodal_mask).any()
+    assert pred.amodal_source in ("completion", "visible: no occluder found")

@@ -23,7 +23,8 @@ def test_rows_and_table():
     assert [r["name"] for r in rows] == ["main", "pm-box"]
     md = comparison_markdown(rows)
     assert "SMOKE" in md and "sample.n_pos" not in md  # only differing params are columns
-    assert "| pm-box | box | 20.0 | — | 50.0 | 25.0 | — | 50.0 | yes |" in md
+    assert "fractions in [0, 1]" in md
+    assert "| pm-box | box | 0.200 | — | 0.500 | 0.250 | — | 0.500 | yes |" in md
 
 
 def test_missing_metrics_is_a_clear_error():

@@ -84,11 +84,12 @@ def points_file(path, ds, prompt_mode, n_points=None, smoke=True, with_mode=True
     return path
 
 
-def occlusion_cache(path, ds, smoke=True):
+def occlusion_cache(path, ds, smoke=True, info=None):
     """An attention cache whose occlusion answers cover every rule: image 1 parsed with GT
     occluders (its 2nd instance: no occluders named, its 3rd: a name that matched nothing),
-    image 2 failed to parse."""
-    writer = AttentionCacheWriter(path, CacheInfo("smoke/llava_next", "", {}, [0], {"x": 1}, smoke))
+    image 2 failed to parse. `info`: the file attributes (default: a minimal smoke one)."""
+    info = CacheInfo("smoke/llava_next", "", {}, [0], {"x": 1}, smoke) if info is None else info
+    writer = AttentionCacheWriter(path, info)
     placement = TokenPlacement(np.zeros(1, np.int8), np.zeros(1, np.int32), np.zeros(1, np.int32),
                                np.array([[0, 0, 160, 120]], np.float32))
     for n, im in enumerate(ds.images):

@@ -18,7 +18,8 @@ from pycocotools.cocoeval import COCOeval
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.evaluation import EvaluateParams, evaluate
 from pipeline.evaluation.miou import bucket_of
-from pipeline.masks import encode
+from pipeline.evaluation.run_info import undescribed_run
+from pipeline.masks import decode, encode
 from pipeline.predictions import PredictionFormatError, write_predictions
 
 AP_KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"]
@@ -62,6 +63,7 @@ def run(tmp_path: Path, ds: AmodalDataset, amodal: list[dict], visible: list[dic
         **kwargs) -> dict:
     write_predictions(tmp_path / "pred_amodal.json", amodal)
     write_predictions(tmp_path / "pred_visible.json", visible)
+    kwargs.setdefault("run", undescribed_run("built by the test"))
     return evaluate(ds, tmp_path / "pred_amodal.json", tmp_path / "pred_visible.json",
                     tmp_path / "out", **kwargs)
 
@@ -315,7 +317,10 @@ def test_metrics_json_shape_and_key_order(tmp_path):
     ds = scene(seed=5)
     run(tmp_path, ds, *predictions_from(ds, seed=1, shift=1, extra=3))
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert list(m) == ["amodal", "visible", "miou", "buckets", "n_gt", "n_pred", "smoke"]
+    assert list(m) == ["unit", "protocol", "run", "counts", "amodal", "visible", "miou", "buckets",
+                       "n_gt", "n_pred", "smoke"]
+    assert m["unit"] == "fraction" and m["protocol"]["amodal_ap"] == "reported"
+    assert m["run"] == {"source": "unknown: built by the test"}
     assert list(m["amodal"]) == AP_KEYS and list(m["visible"]) == AP_KEYS
     assert list(m["miou"]) == FIGURES
     assert list(m["buckets"]) == ["none", "partial", "heavy"]
@@ -352,7 +357,8 @@ def test_report_and_plot_files(tmp_path):
     out = tmp_path / "out"
     report = (out / "report.md").read_text()
     assert "| AP50 |" in report and "| amodal_occluded |" in report
-    assert f"{100 * m['amodal']['AP']:.1f}" in report
+    assert f"| AP | {m['amodal']['AP']:.3f} | {m['visible']['AP']:.3f} |" in report
+    assert "fractions in [0, 1]" in report and "AR1, AR10, AR100 are" in report
     for png in ("pr_curves.png", "miou_by_occlusion.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(open(out / "plots" / "pr_curves.csv")))
@@ -454,9 +460,65 @@ def test_error_unpaired_files(tmp_path):
 def test_error_missing_file(tmp_path):
     ds = scene(seed=9, n_images=1)
     with pytest.raises(PredictionFormatError, match="not found"):
-        evaluate(ds, tmp_path / "nope.json", tmp_path / "nope2.json", tmp_path / "out")
+        evaluate(ds, tmp_path / "nope.json", tmp_path / "nope2.json", tmp_path / "out",
+                 run=undescribed_run("test"))
 
 
 def test_error_non_integer_mask_size(tmp_path):
     def mutate(e, ds): e[0]["segmentation"]["size"] = ["forty-eight", 64]
     _error_case(tmp_path, mutate, r"entry 0 \(image_id 1, gt_id 1\): ")
+
+
+# ---------------------------------------------------------------- protocol and counts
+
+def test_counts_tally_the_per_instance_fields(tmp_path):
+    ds = scene(seed=4, n_images=3)
+    amodal, visible = predictions_from(ds, seed=3, shift=1)
+    n = len(amodal)
+    assert n >= 6
+    sources = ["vlm", "vlm_none", "overlap_parse_failed", "overlap_parse_failed", None, "vlm"]
+    for i, (a, v) in enumerate(zip(amodal, visible)):
+        v["fallback"] = a["fallback"] = {0: "flat", 1: "empty", 2: "flat"}.get(i, "")
+        a["occluder_source"] = sources[i] if i < len(sources) else "overlap"
+        a["completion"] = "occluder_hull"
+        a["amodal_source"] = "completion" if i % 2 else "visible: no occluder found"
+        a["occluder_ids"] = [1, 2]  # a list: not tallied
+    for i in (1, 4):  # amodal = the visible prediction it came from
+        amodal[i]["segmentation"] = visible[i]["segmentation"]
+    equal = sum(np.array_equal(decode(a["segmentation"]), decode(v["segmentation"]))
+                for a, v in zip(amodal, visible))  # also the unoccluded instances
+    assert 2 <= equal < n
+    m = run(tmp_path, ds, amodal, visible, skipped_image_ids=[17])
+    c = m["counts"]
+    assert c["images"] == 3 and c["instances"] == n and c["skipped_images"] == 1
+    assert c["fallbacks"] == {"total": 3, "empty": 1, "flat": 2}
+    assert c["occluder_sources"] == {"not used": 1, "overlap": n - 6, "overlap_parse_failed": 2,
+                                     "vlm": 2, "vlm_none": 1}
+    assert c["amodal_equals_visible"] == equal
+    assert c["amodal_fields"]["completion"] == {"occluder_hull": n}
+    assert c["amodal_fields"]["amodal_source"] == {"completion": n // 2,
+                                                   "visible: no occluder found": n - n // 2}
+    assert "occluder_ids" not in c["amodal_fields"] and "fallback" not in c["amodal_fields"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    header = report.split("## Mask AP")[0]
+    assert "## Protocol" in header and "## Run" in header and "## Counts" in header
+    assert '"overlap_parse_failed": 2' in header and "Not comparable to published" in header
+
+
+def test_modal_given_withholds_amodal_ap_and_reports_miou(tmp_path):
+    ds = scene(seed=2, n_images=3)
+    amodal, visible = predictions_from(ds, seed=1, shift=1)
+    gt_visible = {inst.id: inst.visible_rle for im in ds.images for inst in im.instances}
+    for a in amodal:  # completed from the GT visible mask itself: amodal = GT visible, score 1
+        a.update(score=1.0, modal_given=True, segmentation=gt_visible[a["gt_id"]])
+    m = run(tmp_path, ds, amodal, visible)
+    assert m["protocol"]["modal_given"] is True
+    assert m["protocol"]["amodal_ap"].startswith("withheld")
+    assert any("visible mask" in g for g in m["protocol"]["given"])
+    assert all(v is None for v in m["amodal"].values())
+    assert m["visible"]["AP"] is not None and 0 < m["miou"]["amodal_full"] <= 1
+    assert m["counts"]["amodal_equals_visible"] == len(amodal)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "**Amodal AP/AR withheld" in report and "| AP | — |" in report
+    rows = list(csv.DictReader(open(tmp_path / "out" / "plots" / "pr_curves.csv")))
+    assert {r["amodal_iou50"] for r in rows} == {""} and rows[0]["visible_iou50"] != ""

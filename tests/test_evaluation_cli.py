@@ -15,6 +15,7 @@ from pipeline.datasets import load_dataset
 from pipeline.masks import decode, encode
 from pipeline.predictions import write_predictions
 from pipeline.synth import ANNOTATION_NAME, synth_coco
+from test_decode import occlusion_cache
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +50,12 @@ def test_cli_writes_metrics_and_report(synth_gt, tmp_path):
                                       "--visible", str(visible), "--out", str(tmp_path / "out"),
                                       "--flavour", "d2sa"])
     assert result.exit_code == 0, result.output
-    assert "SMOKE" in result.output
+    assert "SMOKE" in result.output and "(unit: fraction 0-1)" in result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["amodal"]["AP"] == pytest.approx(1.0)
     assert metrics["miou"]["amodal_full"] == 1.0
     assert metrics["smoke"] is True
+    assert metrics["run"]["source"].startswith("unknown: vlmsam evaluate was called without --params")
     assert metrics["n_gt"] == metrics["n_pred"] == len(json.loads(synth_gt.read_text())["annotations"])
     assert (tmp_path / "out" / "report.md").read_text().startswith("# Evaluation report\n\n> **SMOKE")
 
@@ -85,10 +87,13 @@ def test_cli_reports_bad_predictions_with_exit_code_1(synth_gt, tmp_path):
 def test_stage_reads_params_and_writes_reports(synth_gt, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_shifted_predictions(synth_gt, tmp_path / "cache", shift=1, smoke=False, max_images=4)
+    occlusion_cache(Path("cache/attention.h5"), load_dataset(synth_gt, max_images=4))
     Path("params.yaml").write_text(yaml.safe_dump({
         "dataset": {"flavour": "d2sa", "annotations": str(synth_gt), "max_images": 4},
         "evaluate": {"occlusion_bins": 5},
-        "decode": {"ignored": "by this stage"},
+        "models": {"profile": "smoke"},
+        "decode": {"completion": "hull"},
+        "sample": {"ignored": "by this stage"},
     }))
     from stages.evaluate import main
 
@@ -96,6 +101,7 @@ def test_stage_reads_params_and_writes_reports(synth_gt, tmp_path, monkeypatch):
     assert json.loads(Path("reports/metrics.json").read_text()) == metrics
     assert len(Path("reports/plots/miou_by_occlusion.csv").read_text().splitlines()) == 1 + 5
     assert Path("reports/report.md").exists()
+    assert metrics["run"]["completion"] == "hull" and metrics["run"]["vlm"]["id"] == "smoke/llava_next"
 
 
 def test_stage_rejects_unknown_evaluate_parameters(synth_gt, tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ from pipeline.attention.params import ExtractParams, resolve_layers
 from pipeline.attention.prompts import (
     EncodedPrompt, box_text, category_phrase, encode_prompt, occlusion_question, target_question,
 )
+from pipeline.datasets.d2sa_phrases import default_phrases
 from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,17 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
 
 # ---------------------------------------------------------------- the stage
 
+def with_dataset_phrases(params: ExtractParams, flavour: str | None) -> ExtractParams:
+    """`params` whose phrase_overrides hold the flavour's default phrase table (D2SA's English
+    phrases, `pipeline/datasets/d2sa_phrases.py`) under the configured overrides, which win."""
+    import dataclasses
+
+    table = default_phrases(flavour)
+    if not table:
+        return params
+    return dataclasses.replace(params, phrase_overrides={**table, **params.phrase_overrides})
+
+
 def cache_info(vlm, params: ExtractParams, layers: list[int], dataset: AmodalDataset, dtype: str) -> CacheInfo:
     """File attributes of the cache; `params` holds everything the maps depend on."""
     run_params = {
@@ -304,6 +316,7 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
     from pipeline.attention.capture import enable_capture
 
     out = Path(out)
+    params = with_dataset_phrases(params, dataset.flavour)
     if vlm.smoke:
         log.warning("%s (%s): the attention cache %s is a SMOKE result", SMOKE_LOG_LINE, vlm.model_id, out)
     n_layers = vlm.model.config.get_text_config().num_hidden_layers

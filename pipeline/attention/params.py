@@ -149,7 +149,9 @@ class ExtractParams:
     store_heads        also store per-head maps [L, H, T] (default False)
     templates          prompt templates {target, occlusion, occlusion_free}; keys given here
                        replace the defaults (DEFAULT_TEMPLATES)
-    phrase_overrides   {category_name: phrase} replacing the humanised category name
+    phrase_overrides   {category_name: phrase} replacing the humanised category name; for
+                       dataset flavour d2sa they win over the English phrase table
+                       (pipeline/datasets/d2sa_phrases.py) used there by default
     box_decimals       decimals of the normalised box coordinates in the target prompt
     ask_occlusion      ask the occlusion question once per image (default True); when False
                        each image records occlusion_error 'not asked'

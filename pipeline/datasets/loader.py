@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable
@@ -77,4 +78,5 @@ def load_dataset(
         flavour = detect_flavour(data, path)
     fields, _ = _SCHEMAS[flavour]
     images_root = Path(image_dir) if image_dir is not None else path.parent
-    return build_dataset(path, data, images_root, fields, max_images, check_images)
+    dataset = build_dataset(path, data, images_root, fields, max_images, check_images)
+    return dataclasses.replace(dataset, flavour=flavour)

@@ -47,6 +47,7 @@ class AmodalDataset:
     annotation_file: Path
     images: tuple[ImageRecord, ...]
     categories: dict[int, str]
+    flavour: str | None = None  # the annotation flavour it was loaded as; None when built in memory
 
     def instance_count(self) -> int:
         return sum(len(im.instances) for im in self.images)

@@ -4,7 +4,8 @@ prediction files (`pipeline/predictions.py` format), resumable per image (`parts
 Per-instance fields written beyond the COCO result ones:
     both files  gt_id, prompt_mode, fallback (the sampler's, '' in box mode), smoke
     amodal file completion, modal_given, occluder_source (see `occluders.py`; null when the
-                completion uses no occluders), occluder_ids (the instances whose masks were used)
+                completion uses no occluders), occluder_ids (the instances whose masks were used),
+                amodal_source (see `amodal_source.py`)
 Scores: the visible decoder's predicted IoU of the chosen mask; for the amodal file the amodal
 decoder's (completion='decoder'), the visible one's (training-free), or 1.0 (modal-given).
 """
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from pipeline import masks as rle
 from pipeline.attention.cache import params_hash, read_info, read_occlusion
 from pipeline.datasets.record import AmodalDataset, ImageRecord
+from pipeline.decoding.amodal_source import amodal_source
 from pipeline.decoding.completion import DECODER, NEEDS_OCCLUDERS, complete
 from pipeline.decoding.occluders import VlmOcclusion, choose_occluders, union
 from pipeline.decoding.params import (
@@ -176,6 +178,7 @@ def decode_one_image(
                 modal_given=params.modal_given,
                 occluder_source=source,
                 occluder_ids=[int(i) for i in used],
+                amodal_source=amodal_source(params.completion, used),
                 **common,
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import numpy as np
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.evaluation.ap import AP_KEYS, PR_IOUS, APResult
 from pipeline.evaluation.miou import BUCKETS, FIGURES, PARTIAL_MAX_RATE
+from pipeline.evaluation.units import UNIT, UNIT_TEXT, format_figure
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -40,10 +42,16 @@ class EvaluationContext:
 
 
 def metrics_dict(ap_amodal: APResult, ap_visible: APResult, miou: dict, buckets: dict,
-                 n_gt: int, n_pred: int, smoke: bool) -> dict:
-    """metrics.json's content, keys in their fixed order."""
+                 n_gt: int, n_pred: int, smoke: bool, protocol: dict, run: dict, counts: dict) -> dict:
+    """metrics.json's content, keys in their fixed order. Amodal AP/AR are null when the
+    protocol withholds them (`protocol["amodal_ap"]` says why)."""
+    withheld = protocol["amodal_ap"] != "reported"
     return {
-        "amodal": {k: ap_amodal.stats[k] for k in AP_KEYS},
+        "unit": UNIT,
+        "protocol": protocol,
+        "run": run,
+        "counts": counts,
+        "amodal": {k: None if withheld else ap_amodal.stats[k] for k in AP_KEYS},
         "visible": {k: ap_visible.stats[k] for k in AP_KEYS},
         "miou": {k: miou[k] for k in FIGURES},
         "buckets": {b: {"n": buckets[b]["n"], **{k: buckets[b][k] for k in FIGURES}}
@@ -60,37 +68,47 @@ def write_evaluation(out_dir: str | os.PathLike, metrics: dict, ap_amodal: APRes
     out = Path(out_dir)
     (out / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
     smoke = metrics["smoke"]
-    _write_pr_curves(out, ap_amodal, ap_visible, smoke)
+    _write_pr_curves(out, ap_amodal, ap_visible, smoke, metrics["protocol"]["amodal_ap"] != "reported")
     _write_miou_by_occlusion(out, binned, smoke)
     write_text(out / REPORT_FILE, report_markdown(metrics, context))
     write_json(out / METRICS_FILE, metrics)
 
 
 def report_markdown(metrics: dict, context: EvaluationContext) -> str:
-    """The human-readable report: AP/AR table, mIoU table per bucket, plot list."""
+    """The human-readable report: protocol, run and counts first, then the AP/AR table, the
+    mIoU table per bucket and the plot list."""
     lines = ["# Evaluation report", ""]
     if metrics["smoke"]:
         lines += [f"> {SMOKE_BANNER}", ""]
+    lines += _header_lines(metrics)
     lines += [
         f"- ground truth: `{context.gt_file}` ({context.n_images} images, "
         f"{metrics['n_gt']} instances, {context.n_visible_gt} with a visible part)",
         f"- predictions: amodal `{context.amodal_file}`, visible `{context.visible_file}` "
         f"({metrics['n_pred']} entries per file)",
         "",
-        "## Mask AP / AR (pycocotools COCOeval, iouType segm), in %",
+        f"## Mask AP / AR (pycocotools COCOeval, iouType segm), {UNIT_TEXT}",
         "",
         "| metric | amodal | visible |",
         "|---|---:|---:|",
     ]
-    lines += [f"| {k} | {_pct(metrics['amodal'][k])} | {_pct(metrics['visible'][k])} |"
+    lines += [f"| {k} | {format_figure(metrics['amodal'][k])} | {format_figure(metrics['visible'][k])} |"
               for k in AP_KEYS]
     b = metrics["buckets"]
     lines += [
         "",
         "Amodal AP uses amodal masks and areas; visible AP uses visible masks and areas and "
-        "leaves out instances with no visible part.",
+        "leaves out instances with no visible part. AP averages precision over IoU thresholds "
+        "0.50:0.95 (AP50, AP75: at one threshold); APs/APm/APl restrict it to small (< 32²), "
+        "medium and large (> 96² pixels) objects.",
         "",
-        "## mIoU per instance (prediction matched by gt_id), in %",
+        "AR1, AR10, AR100 are COCOeval's average recall (IoU 0.50:0.95) when only the 1, 10 "
+        "or 100 highest-scored predictions per image are kept. This protocol makes exactly one "
+        "prediction per ground-truth instance, so AR100 is the recall of all predictions, and "
+        "AR1 / AR10 fall below it only because images hold more than 1 / 10 instances (the "
+        "lower-scored ones are cut), not because an object was missed.",
+        "",
+        f"## mIoU per instance (prediction matched by gt_id), {UNIT_TEXT}",
         "",
         f"| figure | all | none (r = 0) | partial (0 < r <= {PARTIAL_MAX_RATE}) "
         f"| heavy (r > {PARTIAL_MAX_RATE}) |",
@@ -98,13 +116,13 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
         f"| n | {sum(b[x]['n'] for x in BUCKETS)} | "
         + " | ".join(str(b[x]["n"]) for x in BUCKETS) + " |",
     ]
-    lines += [f"| {f} | {_pct(metrics['miou'][f])} | "
-              + " | ".join(_pct(b[x][f]) for x in BUCKETS) + " |" for f in FIGURES]
+    lines += [f"| {f} | {format_figure(metrics['miou'][f])} | "
+              + " | ".join(format_figure(b[x][f]) for x in BUCKETS) + " |" for f in FIGURES]
     lines += [
         "",
         "r is the ground truth's occlusion rate 1 - visible area / amodal area. "
         "amodal_occluded = IoU(pred amodal - GT visible, GT amodal - GT visible), averaged "
-        "only over instances with a hidden part. IoU of two empty masks counts as 100. "
+        "only over instances with a hidden part. IoU of two empty masks counts as 1. "
         "'—' marks a figure with no instance to average over.",
         "",
         "## Plots",
@@ -116,21 +134,25 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
     return "\n".join(lines)
 
 
-def pr_curve_rows(ap_amodal: APResult, ap_visible: APResult, smoke: bool) -> list[dict]:
-    """Rows of pr_curves.csv: recall and the four precision columns (None = undefined)."""
+def pr_curve_rows(ap_amodal: APResult, ap_visible: APResult, smoke: bool,
+                  amodal_withheld: bool = False) -> list[dict]:
+    """Rows of pr_curves.csv: recall and the four precision columns (None = undefined, or
+    withheld with the amodal AP)."""
     rows = []
     for r, recall in enumerate(ap_amodal.recall_thresholds):
         row = {"recall": round(float(recall), 4)}
         for view, result in (("amodal", ap_amodal), ("visible", ap_visible)):
             for iou in PR_IOUS:
-                row[f"{view}_iou{round(iou * 100)}"] = _finite(result.precision[iou][r])
+                withheld = amodal_withheld and view == "amodal"
+                row[f"{view}_iou{round(iou * 100)}"] = None if withheld else _finite(result.precision[iou][r])
         row["smoke"] = smoke
         rows.append(row)
     return rows
 
 
-def _write_pr_curves(out: Path, ap_amodal: APResult, ap_visible: APResult, smoke: bool) -> None:
-    rows = pr_curve_rows(ap_amodal, ap_visible, smoke)
+def _write_pr_curves(out: Path, ap_amodal: APResult, ap_visible: APResult, smoke: bool,
+                     amodal_withheld: bool) -> None:
+    rows = pr_curve_rows(ap_amodal, ap_visible, smoke, amodal_withheld)
     _write_csv(out / PR_CURVES_CSV, rows)
     fig, axes = _figure(1, 2, smoke, "Precision-recall (COCOeval, all areas, maxDets 100)")
     recall = [row["recall"] for row in rows]
@@ -139,7 +161,9 @@ def _write_pr_curves(out: Path, ap_amodal: APResult, ap_visible: APResult, smoke
             column = f"{view}_iou{round(iou * 100)}"
             ax.plot(recall, [np.nan if row[column] is None else row[column] for row in rows],
                     label=f"IoU {iou}")
-        ax.set(title=view, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        if view == "amodal" and amodal_withheld:
+            view += " (withheld: tied scores under modal-given)"
+        ax.set(title=view, xlabel=f"recall ({UNIT})", ylabel=f"precision ({UNIT})", xlim=(0, 1), ylim=(0, 1.02))
         ax.legend()
     _save_png(fig, out / PR_CURVES_PNG)
 
@@ -154,7 +178,7 @@ def _write_miou_by_occlusion(out: Path, binned: list[dict], smoke: bool) -> None
     centers = [row["rate_center"] for row in rows]
     for f in FIGURES:
         ax.plot(centers, [np.nan if row[f] is None else row[f] for row in rows], marker="o", label=f)
-    ax.set(xlabel="occlusion rate (bin centre)", ylabel="mIoU", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(xlabel=f"occlusion rate (bin centre, {UNIT})", ylabel=f"mIoU ({UNIT})", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend()
     _save_png(fig, out / MIOU_BY_OCCLUSION_PNG)
 
@@ -194,5 +218,20 @@ def _finite(v) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
+def _header_lines(metrics: dict) -> list[str]:
+    """The report's first section: protocol, run and counts of metrics.json in words."""
+    p, run, c = metrics["protocol"], metrics["run"], metrics["counts"]
+    lines = ["## Protocol", "", "Given to the method: " + "; ".join(p["given"]) + ".",
+             f"Predictions: {p['predictions']}.", p["comparability"], ""]
+    if p["amodal_ap"] != "reported":
+        lines += [f"**Amodal AP/AR {p['amodal_ap']}.**", ""]
+    lines += [f"All figures are {UNIT_TEXT}.", "", "## Run", ""]
+    lines += [f"- {key}: `{_json(value)}`" for key, value in run.items()]
+    lines += ["", "## Counts", ""]
+    lines += [f"- {key}: `{_json(value)}`" for key, value in c.items()]
+    lines += [""]
+    return lines
+
+
+def _json(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -7,6 +7,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Sequence
 
 from pipeline.datasets.record import AmodalDataset
 from pipeline.evaluation.ap import coco_mask_ap
@@ -14,6 +15,7 @@ from pipeline.evaluation.checked_predictions import check_pairing, read_checked
 from pipeline.evaluation.coco_gt import coco_ground_truth
 from pipeline.evaluation.miou import binned_means, bucket_means, instance_ious, mean_ious
 from pipeline.evaluation.params import EvaluateParams
+from pipeline.evaluation.protocol import counts_dict, is_modal_given, protocol_dict
 from pipeline.evaluation.report import (SMOKE_BANNER, EvaluationContext, metrics_dict,
                                         write_evaluation)
 
@@ -23,10 +25,13 @@ log = logging.getLogger(__name__)
 def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
              visible_file: str | os.PathLike, out_dir: str | os.PathLike,
              params: EvaluateParams = EvaluateParams(),
-             timings: dict[str, float] | None = None) -> dict:
+             timings: dict[str, float] | None = None, *, run: dict,
+             skipped_image_ids: Sequence[int] = ()) -> dict:
     """Evaluate amodal and visible prediction files against `dataset`; write `out_dir`.
 
     Returns the metrics.json content. Every input is checked before anything is written.
+    `run`: metrics.json's "run" (`run_info.describe_run`, or `undescribed_run` saying why
+    there is none); `skipped_image_ids`: images the run left out (counted in "counts").
     `timings`, when given, receives seconds per step ('read predictions', 'AP amodal',
     'AP visible', 'mIoU', 'report').
     """
@@ -45,9 +50,14 @@ def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
         ap_visible = coco_mask_ap(visible_gt, visible.entries)
     with _timed(timings, "mIoU"):
         ious = instance_ious(dataset, amodal, visible)
+        modal_given = is_modal_given(amodal)
+        if modal_given:
+            log.warning("decode.modal_given: amodal scores are all 1.0, amodal AP/AR are withheld; "
+                        "the amodal result is the mIoU")
         metrics = metrics_dict(ap_amodal, ap_visible, mean_ious(ious), bucket_means(ious),
                                n_gt=dataset.instance_count(), n_pred=len(amodal.entries),
-                               smoke=smoke)
+                               smoke=smoke, protocol=protocol_dict(modal_given), run=run,
+                               counts=counts_dict(dataset, amodal, visible, skipped_image_ids))
         binned = binned_means(ious, params.occlusion_bins)
     with _timed(timings, "report"):
         context = EvaluationContext(

@@ -1,0 +1,116 @@
+"""What an evaluation's numbers mean and what went into them: metrics.json's "protocol"
+and "counts" (its "run" comes from `run_info.py`).
+
+protocol  what the method was given (ground-truth amodal boxes and class names, and the
+          ground-truth visible masks under decode.modal_given), that there is exactly one
+          prediction per ground-truth instance, a sentence on comparability, and whether
+          amodal AP/AR are reported.
+counts    how the predictions were made, tallied from the per-instance fields of the
+          prediction files (`pipeline/predictions.py`):
+            images, instances      ground truth evaluated
+            skipped_images         images left out by the run (given by the caller)
+            fallbacks              {reason: n} instances whose points fell back to the box
+                                   centre (visible file's `fallback`), 'total' included
+            occluder_sources       {source: n} where each amodal mask's occluders came from
+                                   (`occluder_source`; 'not used' when the completion takes
+                                   none, 'not recorded' when the field is absent)
+            amodal_equals_visible  amodal masks identical to the visible mask they were
+                                   completed from (the visible prediction; the ground-truth
+                                   visible mask under modal-given)
+            amodal_fields          {field: {value: n}} of every other categorical field of the
+                                   amodal file (str, bool or null values: completion,
+                                   prompt_mode, and any field a new completion records, e.g.
+                                   an amodal source), so new sources are counted as they come
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+from pipeline.datasets.record import AmodalDataset
+from pipeline.evaluation.checked_predictions import CheckedPredictions
+from pipeline.masks import to_compressed
+
+AMODAL_AP_WITHHELD = (
+    "withheld: under decode.modal_given every amodal score is 1.0, so COCOeval's ranking of "
+    "the predictions, and with it amodal AP/AR, depends only on their order in the file; "
+    "the amodal figures of this run are the mIoUs")
+COMPARABILITY = (
+    "Not comparable to published amodal instance segmentation AP, where the method must also "
+    "detect and classify every object: here each ground-truth instance's box and class name "
+    "are given and exactly one mask is predicted for it, so AP/AR measure mask quality of "
+    "known instances only.")
+NAMED_FIELDS = ("fallback", "occluder_source")  # tallied under their own keys
+NOT_CATEGORICAL = ("image_id", "category_id", "segmentation", "score", "gt_id")
+
+
+def is_modal_given(amodal: CheckedPredictions) -> bool:
+    """True when the amodal predictions were completed from ground-truth visible masks."""
+    return any(bool(e.get("modal_given", False)) for e in amodal.entries)
+
+
+def protocol_dict(modal_given: bool) -> dict:
+    """metrics.json's "protocol"."""
+    given = ["ground-truth amodal box of every instance (the prompt box)",
+             "ground-truth class name of every instance"]
+    if modal_given:
+        given.append("ground-truth visible mask of every instance (decode.modal_given: the "
+                     "amodal mask is completed from it)")
+    return {
+        "given": given,
+        "predictions": "exactly one amodal and one visible mask per ground-truth instance, "
+                       "prompted by that instance (matched by gt_id); nothing is detected",
+        "comparability": COMPARABILITY,
+        "modal_given": bool(modal_given),
+        "amodal_ap": AMODAL_AP_WITHHELD if modal_given else "reported",
+    }
+
+
+def counts_dict(dataset: AmodalDataset, amodal: CheckedPredictions, visible: CheckedPredictions,
+                skipped_image_ids: Sequence[int] = ()) -> dict:
+    """metrics.json's "counts" (see the module docstring)."""
+    fallbacks = _tally(e["fallback"] for e in visible.entries if e.get("fallback"))
+    sources = _tally(("not recorded" if "occluder_source" not in e
+                      else e["occluder_source"] or "not used") for e in amodal.entries)
+    fields: dict[str, Counter] = {}
+    for e in amodal.entries:
+        for key, value in e.items():
+            if key in NOT_CATEGORICAL or key in NAMED_FIELDS:
+                continue
+            if value is None or isinstance(value, (str, bool)):
+                fields.setdefault(key, Counter())[_label(value)] += 1
+    return {
+        "images": len(dataset.images),
+        "instances": dataset.instance_count(),
+        "skipped_images": len(skipped_image_ids),
+        "fallbacks": {"total": sum(fallbacks.values()), **fallbacks},
+        "occluder_sources": sources,
+        "amodal_equals_visible": amodal_equals_visible(dataset, amodal, visible),
+        "amodal_fields": {k: dict(sorted(c.items())) for k, c in sorted(fields.items())},
+    }
+
+
+def amodal_equals_visible(dataset: AmodalDataset, amodal: CheckedPredictions,
+                          visible: CheckedPredictions) -> int:
+    """Amodal predictions identical to the visible mask they were completed from (compressed
+    COCO RLE is canonical: equal masks have equal counts)."""
+    gt_visible = {inst.id: inst.visible_rle for im in dataset.images for inst in im.instances}
+    n = 0
+    for gt_id, entry in amodal.by_gt_id.items():
+        base = gt_visible[gt_id] if entry.get("modal_given") else visible.by_gt_id[gt_id]["segmentation"]
+        if base is not None and to_compressed(base)["counts"] == to_compressed(entry["segmentation"])["counts"]:
+            n += 1
+    return n
+
+
+def _tally(values: Iterable) -> dict[str, int]:
+    return dict(sorted(Counter(_label(v) for v in values).items()))
+
+
+def _label(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
