@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from pipeline.datasets.params import DatasetParams, load
+from pipeline.datasets.skips import read_skips
 from pipeline.evaluation import EvaluateParams, evaluate
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
 
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     dataset_params = DatasetParams.from_dict(section(params, "dataset", args.params))
     evaluate_params = EvaluateParams.from_dict(section(params, "evaluate", args.params))
     dataset = load(dataset_params)
-    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params)
+    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params,
+                    skips=read_skips(PRED_AMODAL))
 
 
 if __name__ == "__main__":

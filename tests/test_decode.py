@@ -382,6 +382,7 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
 
     import torch
 
+    from pipeline.datasets.skips import ImageSkipError
     from pipeline.decoding.sam import load_image
 
     pts = points_file(tmp_path / "p.parquet", scenes, "points")
@@ -398,9 +399,9 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
         run_decode(scenes, DecodeParams(completion="occluder_box", occluders="vlm"), "smoke", SamModelParams(), pts,
                    tmp_path / "none.h5", models=object(), **outputs(tmp_path))
     im = scenes.images[0]
-    with pytest.raises(FileNotFoundError, match=rf"gone\.png: image {im.id} cannot be read"):
+    with pytest.raises(ImageSkipError, match=rf"gone\.png: image {im.id} cannot be read"):
         load_image(tmp_path / "gone.png", im.width, im.height, im.id)
-    with pytest.raises(ValueError, match=rf"image {im.id} is 160x120 but the annotations say 161x120"):
+    with pytest.raises(ImageSkipError, match=rf"image {im.id} is 160x120 pixels but the annotations say 161x120"):
         load_image(im.path, im.width + 1, im.height, im.id)
     no_gt = scenes.__class__(scenes.name, scenes.annotation_file, (dataclasses.replace(
         im, instances=tuple(dataclasses.replace(i, occluder_ids=None) for i in im.instances)),), scenes.categories)

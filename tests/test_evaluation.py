@@ -315,7 +315,8 @@ def test_metrics_json_shape_and_key_order(tmp_path):
     ds = scene(seed=5)
     run(tmp_path, ds, *predictions_from(ds, seed=1, shift=1, extra=3))
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert list(m) == ["amodal", "visible", "miou", "buckets", "n_gt", "n_pred", "smoke"]
+    assert list(m) == ["amodal", "visible", "miou", "buckets", "n_gt", "n_pred", "smoke", "skipped"]
+    assert m["skipped"] is None  # no skip list given
     assert list(m["amodal"]) == AP_KEYS and list(m["visible"]) == AP_KEYS
     assert list(m["miou"]) == FIGURES
     assert list(m["buckets"]) == ["none", "partial", "heavy"]

@@ -23,6 +23,7 @@ def evaluate_command(
 ) -> None:
     """Mask AP/AR (COCOeval) and per-instance mIoU of amodal and visible predictions."""
     from pipeline.datasets import DatasetError, load_dataset
+    from pipeline.datasets.skips import read_skips
     from pipeline.evaluation import EvaluateParams, evaluate
     from pipeline.predictions import PredictionFormatError
 
@@ -30,7 +31,7 @@ def evaluate_command(
     try:
         params = EvaluateParams(occlusion_bins=occlusion_bins)
         dataset = load_dataset(gt, flavour=flavour, max_images=max_images)
-        metrics = evaluate(dataset, amodal, visible, out, params)
+        metrics = evaluate(dataset, amodal, visible, out, params, skips=read_skips(amodal))
     except (DatasetError, PredictionFormatError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=1) from e

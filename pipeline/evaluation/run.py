@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.datasets.record import AmodalDataset
+from pipeline.datasets.skips import summarize
 from pipeline.evaluation.ap import coco_mask_ap
 from pipeline.evaluation.checked_predictions import check_pairing, read_checked
 from pipeline.evaluation.coco_gt import coco_ground_truth
@@ -23,12 +24,14 @@ log = logging.getLogger(__name__)
 def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
              visible_file: str | os.PathLike, out_dir: str | os.PathLike,
              params: EvaluateParams = EvaluateParams(),
-             timings: dict[str, float] | None = None) -> dict:
+             timings: dict[str, float] | None = None, skips: list | None = None) -> dict:
     """Evaluate amodal and visible prediction files against `dataset`; write `out_dir`.
 
     Returns the metrics.json content. Every input is checked before anything is written.
     `timings`, when given, receives seconds per step ('read predictions', 'AP amodal',
-    'AP visible', 'mIoU', 'report').
+    'AP visible', 'mIoU', 'report'). `skips`: the records the run left out (Skip objects of
+    `pipeline/datasets/skips.py`, None = not recorded); the instances of skipped images stay
+    in the ground truth and count as misses.
     """
     timings = {} if timings is None else timings
     with _timed(timings, "read predictions"):
@@ -48,6 +51,7 @@ def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
         metrics = metrics_dict(ap_amodal, ap_visible, mean_ious(ious), bucket_means(ious),
                                n_gt=dataset.instance_count(), n_pred=len(amodal.entries),
                                smoke=smoke)
+        metrics["skipped"] = None if skips is None else summarize(skips)
         binned = binned_means(ious, params.occlusion_bins)
     with _timed(timings, "report"):
         context = EvaluationContext(
