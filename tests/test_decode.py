@@ -411,3 +411,27 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
         run_decode(no_gt, DecodeParams(completion="occluder_box", occluders="gt"), "smoke", SamModelParams(), pts,
                    tmp_path / "none.h5", models=memo_free, **outputs(tmp_path))
     assert not (tmp_path / "pred_visible.json").exists()
+
+
+def test_unreadable_image_is_skipped_or_stops(scenes, models, tmp_path):
+    import dataclasses
+
+    from pipeline.datasets.skips import IMAGE_UNREADABLE, ImageSkipError, read_skips
+
+    pts = points_file(tmp_path / "p.parquet", scenes, "points")
+    first = scenes.images[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(first.path.read_bytes()[:200])  # truncated PNG
+    ds = dataclasses.replace(scenes, images=(dataclasses.replace(first, path=broken), *scenes.images[1:]))
+    with pytest.raises(ImageSkipError, match=rf"broken\.png: image {first.id} cannot be read"):
+        run_decode(ds, DecodeParams(completion="visible"), "smoke", SamModelParams(), pts, tmp_path / "none.h5",
+                   models=models, **outputs(tmp_path))
+    summary = run_decode(ds, DecodeParams(completion="visible"), "smoke", SamModelParams(), pts,
+                         tmp_path / "none.h5", models=models, on_error="skip", max_skipped_fraction=0.5,
+                         **outputs(tmp_path))
+    (skip,) = read_skips(tmp_path / "pred_amodal.json")
+    assert (skip.stage, skip.reason, skip.image_id, skip.instances) == ("decode", IMAGE_UNREADABLE, first.id,
+                                                                        len(first.instances))
+    assert {e["image_id"] for e in read_predictions(tmp_path / "pred_amodal.json")} == {
+        im.id for im in scenes.images[1:]}
+    assert summary.n_amodal == scenes.instance_count() - len(first.instances)
