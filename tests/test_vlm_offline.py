@@ -2,6 +2,7 @@
 every `from_pretrained` gets local_files_only=True, and a missing model fails at once with the
 `vlmsam weights` hint. A typo in `models.profile` is an error naming the allowed values."""
 
+import shutil
 import socket
 import time
 
@@ -49,7 +50,16 @@ def test_missing_model_fails_at_once_without_network(tmp_path, no_network):
     assert elapsed < 2.0  # generous: a hub retry loop takes tens of seconds
 
 
-def test_every_from_pretrained_is_local_only_unless_allowed(tmp_path, monkeypatch, no_network):
+def _cache_with_config_only(cache, shared_reference):
+    """A hub cache entry of MISSING_ID holding only its real config.json (no processor, no weights)."""
+    snap = cache / f"models--{MISSING_ID.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    shutil.copy(shared_reference / "llava_hf" / MISSING_ID.split("/")[1] / "config.json", snap / "config.json")
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+
+
+def test_every_from_pretrained_is_local_only_unless_allowed(tmp_path, monkeypatch, no_network, shared_reference):
     seen = []
 
     def fake_config(model_id, **kwargs):
@@ -57,15 +67,30 @@ def test_every_from_pretrained_is_local_only_unless_allowed(tmp_path, monkeypatc
         raise OSError("not here")
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake_config)
-    for allow in (False, True):
+    for allow in (False, True):  # not in the cache: without downloads transformers is not even asked
         with pytest.raises(VlmNotAvailableError):
             load_vlm(VlmModelParams(id=MISSING_ID, cache_dir=str(tmp_path), device="cpu", allow_download=allow))
-    assert seen == [True, False]
+    assert seen == [False]
     # HF_HUB_OFFLINE wins over allow_download
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(VlmNotAvailableError, match="HF_HUB_OFFLINE is set"):
         load_vlm(VlmModelParams(id=MISSING_ID, cache_dir=str(tmp_path), device="cpu", allow_download=True))
-    assert seen[-1] is True
+    assert seen == [False]
+
+
+def test_cached_config_without_weights_loads_local_only(tmp_path, no_network, shared_reference, monkeypatch):
+    _cache_with_config_only(tmp_path, shared_reference)
+    seen = []
+    real = transformers.AutoConfig.from_pretrained.__func__
+
+    def spy(cls, model_id, **kwargs):
+        seen.append(kwargs.get("local_files_only"))
+        return real(cls, model_id, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", classmethod(spy))
+    with pytest.raises(VlmNotAvailableError, match="vlmsam weights"):
+        load_vlm(VlmModelParams(id=MISSING_ID, cache_dir=str(tmp_path), device="cpu"))
+    assert seen == [True] and no_network == []
 
 
 def test_empty_local_folder_names_the_weights_command(tmp_path, no_network):

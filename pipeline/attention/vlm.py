@@ -84,13 +84,27 @@ def resolve_device(device: str) -> str:
 
 def load_vlm(params: VlmModelParams) -> LoadedVlm:
     """Load the VLM the parameters describe (see module docstring)."""
+    if not params.smoke:
+        access = HubAccess(params.allow_download and not hub_offline(), hub_offline())
+        _check_cached(params, access)  # before importing torch/transformers: a missing model fails at once
     device = resolve_device(params.device)
     dtype = resolve_dtype(params.dtype, device)
     if params.smoke:
         return _load_smoke(params, device, dtype)
-    access = HubAccess(params.allow_download and not hub_offline(), hub_offline())
     with hub_requests_blocked(not access.download):
         return _load_real(params, device, dtype, access)
+
+
+def _check_cached(params: VlmModelParams, access: HubAccess) -> None:
+    """VlmNotAvailableError when downloads are off and `params.id` is neither a folder nor has
+    its config.json in the hub cache."""
+    if access.download or Path(params.id).is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(params.id, "config.json", cache_dir=params.cache_dir, revision=params.revision)
+    if not isinstance(found, str):
+        raise _not_available(params, FileNotFoundError(f"no config.json of {params.id} in the cache"), access)
 
 
 @dataclass(frozen=True)
