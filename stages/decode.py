@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from pipeline.datasets.params import DatasetParams, load
+from pipeline.datasets.skips import read_skips
 from pipeline.decoding.params import (
     DEFAULT_AMODAL,
     DEFAULT_CACHE,
@@ -31,11 +32,14 @@ def main(argv: list[str] | None = None) -> DecodeSummary:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
-    dataset = load(DatasetParams.from_dict(section(params, "dataset", args.params)))
+    dataset_params = DatasetParams.from_dict(section(params, "dataset", args.params))
+    dataset = load(dataset_params)
     profile, sam_params = sam_models_from_section(section(params, "models", args.params))
     decode_params = DecodeParams.from_dict(section(params, "decode", args.params), params.get("prompt_mode"))
     return run_decode(dataset, decode_params, profile, sam_params,
-                      DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL)
+                      DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL,
+                      upstream_skips=read_skips(DEFAULT_POINTS), on_error=dataset_params.on_error,
+                      max_skipped_fraction=dataset_params.max_skipped_fraction)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from pipeline.datasets.params import DatasetParams, load
+from pipeline.datasets.skips import read_skips
 from pipeline.evaluation import EvaluateParams, evaluate
 from pipeline.evaluation.run_info import describe_run
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate_params = EvaluateParams.from_dict(section(params, "evaluate", args.params))
     run = describe_run(params, ATTENTION_CACHE, args.params)
     dataset = load(dataset_params)
-    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params, run=run)
+    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params, run=run,
+                    skips=read_skips(PRED_AMODAL))
 
 
 if __name__ == "__main__":

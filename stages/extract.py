@@ -43,7 +43,8 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS, out: str | os.Pat
         dataset_params = replace(dataset_params, max_images=max_images)
     dataset = load(dataset_params)
     vlm = load_vlm(vlm_params)
-    return run_extract(vlm, dataset, extract_params, out, reuse_prefix=reuse_prefix, progress=progress)
+    return run_extract(vlm, dataset, extract_params, out, reuse_prefix=reuse_prefix, progress=progress,
+                       on_error=dataset_params.on_error, max_skipped_fraction=dataset_params.max_skipped_fraction)
 
 
 def main(argv: list[str] | None = None) -> Path:

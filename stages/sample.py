@@ -42,6 +42,7 @@ def run_stage(
     dataset.annotations; `preview` > 0 also writes that many PNGs into `preview_dir`;
     `workers` processes share the images (same output)."""
     from pipeline.datasets.params import load
+    from pipeline.datasets.skips import read_skips, without_skipped_images, write_skips
     from pipeline.sampling.points_schema import read_points
     from pipeline.sampling.preview import write_previews
     from pipeline.sampling.run import run_sample
@@ -52,7 +53,12 @@ def run_stage(
     if annotations is not None:
         dataset_params = replace(dataset_params, annotations=str(annotations))
     dataset = load(dataset_params)
+    skips = read_skips(cache)  # images extract left out have no maps: they get no points
+    if skips is None:
+        skips = list(dataset.skips)
+    dataset = without_skipped_images(dataset, skips)
     summary = run_sample(cache, dataset, out, sample_params, progress=progress, workers=workers)
+    write_skips(out, skips)
     if preview:
         table, meta = read_points(out)
         paths = write_previews(cache, dataset, table, sample_params, preview, preview_dir, meta["smoke"])

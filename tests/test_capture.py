@@ -132,9 +132,9 @@ def _cached_suffix(model, inputs, suffix_len, rows):
     prefix = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=ids[:, :-suffix_len], past_key_values=cache, use_cache=True, **prefix)
+        model(input_ids=ids[:, :-suffix_len], cache=cache, use_cache=True, **prefix)
         with capture_rows(model, [0, 2], rows) as rec:
-            out = model(input_ids=ids[:, -suffix_len:], past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids[:, -suffix_len:], cache=cache, use_cache=True)
     return out.logits, rec.result
 
 
@@ -168,8 +168,8 @@ def test_without_mask_registration_the_cached_suffix_is_wrong():
         rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
         cache = DynamicCache(config=model.config)
         with torch.no_grad():
-            model(input_ids=ids[:, :-7], past_key_values=cache, **rest)
-            broken = model(input_ids=ids[:, -7:], past_key_values=cache).logits
+            model(input_ids=ids[:, :-7], cache=cache, **rest)
+            broken = model(input_ids=ids[:, -7:], cache=cache).logits
     finally:
         del AttentionInterface._global_mapping[name]
     assert (broken - full[:, -7:]).abs().max() > 1e-3

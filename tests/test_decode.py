@@ -383,6 +383,7 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
 
     import torch
 
+    from pipeline.datasets.skips import ImageSkipError
     from pipeline.decoding.sam import load_image
 
     pts = points_file(tmp_path / "p.parquet", scenes, "points")
@@ -399,9 +400,9 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
         run_decode(scenes, DecodeParams(completion="occluder_box", occluders="vlm"), "smoke", SamModelParams(), pts,
                    tmp_path / "none.h5", models=object(), **outputs(tmp_path))
     im = scenes.images[0]
-    with pytest.raises(FileNotFoundError, match=rf"gone\.png: image {im.id} cannot be read"):
+    with pytest.raises(ImageSkipError, match=rf"gone\.png: image {im.id} cannot be read"):
         load_image(tmp_path / "gone.png", im.width, im.height, im.id)
-    with pytest.raises(ValueError, match=rf"image {im.id} is 160x120 but the annotations say 161x120"):
+    with pytest.raises(ImageSkipError, match=rf"image {im.id} is 160x120 pixels but the annotations say 161x120"):
         load_image(im.path, im.width + 1, im.height, im.id)
     no_gt = scenes.__class__(scenes.name, scenes.annotation_file, (dataclasses.replace(
         im, instances=tuple(dataclasses.replace(i, occluder_ids=None) for i in im.instances)),), scenes.categories)
@@ -411,3 +412,27 @@ def test_input_errors_name_the_file_and_record(scenes, tmp_path):
         run_decode(no_gt, DecodeParams(completion="occluder_box", occluders="gt"), "smoke", SamModelParams(), pts,
                    tmp_path / "none.h5", models=memo_free, **outputs(tmp_path))
     assert not (tmp_path / "pred_visible.json").exists()
+
+
+def test_unreadable_image_is_skipped_or_stops(scenes, models, tmp_path):
+    import dataclasses
+
+    from pipeline.datasets.skips import IMAGE_UNREADABLE, ImageSkipError, read_skips
+
+    pts = points_file(tmp_path / "p.parquet", scenes, "points")
+    first = scenes.images[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(first.path.read_bytes()[:200])  # truncated PNG
+    ds = dataclasses.replace(scenes, images=(dataclasses.replace(first, path=broken), *scenes.images[1:]))
+    with pytest.raises(ImageSkipError, match=rf"broken\.png: image {first.id} cannot be read"):
+        run_decode(ds, DecodeParams(completion="visible"), "smoke", SamModelParams(), pts, tmp_path / "none.h5",
+                   models=models, **outputs(tmp_path))
+    summary = run_decode(ds, DecodeParams(completion="visible"), "smoke", SamModelParams(), pts,
+                         tmp_path / "none.h5", models=models, on_error="skip", max_skipped_fraction=0.5,
+                         **outputs(tmp_path))
+    (skip,) = read_skips(tmp_path / "pred_amodal.json")
+    assert (skip.stage, skip.reason, skip.image_id, skip.instances) == ("decode", IMAGE_UNREADABLE, first.id,
+                                                                        len(first.instances))
+    assert {e["image_id"] for e in read_predictions(tmp_path / "pred_amodal.json")} == {
+        im.id for im in scenes.images[1:]}
+    assert summary.n_amodal == scenes.instance_count() - len(first.instances)

@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
+from pipeline.datasets.skips import IMAGE_UNREADABLE, Skip
 from pipeline.evaluation import EvaluateParams, evaluate
 from pipeline.evaluation.miou import bucket_of
 from pipeline.evaluation.run_info import undescribed_run
@@ -318,9 +319,10 @@ def test_metrics_json_shape_and_key_order(tmp_path):
     run(tmp_path, ds, *predictions_from(ds, seed=1, shift=1, extra=3))
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(m) == ["unit", "protocol", "run", "counts", "amodal", "visible", "miou", "buckets",
-                       "n_gt", "n_pred", "smoke"]
+                       "n_gt", "n_pred", "smoke", "skipped"]
     assert m["unit"] == "fraction" and m["protocol"]["amodal_ap"] == "reported"
     assert m["run"] == {"source": "unknown: built by the test"}
+    assert m["skipped"] is None  # no skip list given
     assert list(m["amodal"]) == AP_KEYS and list(m["visible"]) == AP_KEYS
     assert list(m["miou"]) == FIGURES
     assert list(m["buckets"]) == ["none", "partial", "heavy"]
@@ -488,7 +490,8 @@ def test_counts_tally_the_per_instance_fields(tmp_path):
     equal = sum(np.array_equal(decode(a["segmentation"]), decode(v["segmentation"]))
                 for a, v in zip(amodal, visible))  # also the unoccluded instances
     assert 2 <= equal < n
-    m = run(tmp_path, ds, amodal, visible, skipped_image_ids=[17])
+    skip = Skip("extract", IMAGE_UNREADABLE, "17.jpg", 17, None, 2, "17.jpg: truncated")
+    m = run(tmp_path, ds, amodal, visible, skips=[skip])
     c = m["counts"]
     assert c["images"] == 3 and c["instances"] == n and c["skipped_images"] == 1
     assert c["fallbacks"] == {"total": 3, "empty": 1, "flat": 2}

@@ -43,6 +43,10 @@ from pipeline.attention.prompts import (
 )
 from pipeline.datasets.d2sa_phrases import default_phrases
 from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord
+from pipeline.datasets.skips import (
+    ImageSkipError, check_skipped_fraction, handle_image_error, read_image_checked, read_skips,
+    skipped_image_ids, write_skips,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,20 +165,11 @@ class ImageJob:
 
 
 def load_image(record: ImageRecord):
-    """The record's image as RGB PIL; DatasetError naming the file and image id on failure."""
+    """The record's image as RGB PIL; ImageSkipError (a DatasetError) naming the file and image
+    id when it cannot be read or is not the annotated size."""
     from PIL import Image
 
-    try:
-        with Image.open(record.path) as im:
-            image = im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{record.path}: image {record.id} cannot be read ({e})") from e
-    if image.size != (record.width, record.height):
-        raise DatasetError(
-            f"{record.path}: image {record.id} is {image.size[0]}x{image.size[1]} pixels but the "
-            f"annotations say {record.width}x{record.height}"
-        )
-    return image
+    return Image.fromarray(read_image_checked(record.path, record.width, record.height, record.id))
 
 
 def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], reuse_prefix: bool = True,
@@ -308,8 +303,15 @@ def _up_to_date(out: Path, info: CacheInfo, image_ids: list[int]) -> bool:
 
 
 def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | os.PathLike,
-                reuse_prefix: bool = True, progress: bool = True) -> Path:
-    """Extract every image of `dataset` into the cache `out` (resumable; see module docstring)."""
+                reuse_prefix: bool = True, progress: bool = True, on_error: str = "stop",
+                max_skipped_fraction: float = 1.0) -> Path:
+    """Extract every image of `dataset` into the cache `out` (resumable; see module docstring).
+
+    `on_error` ('stop' | 'skip', see DatasetParams): an image that cannot be read or is not its
+    annotated size stops the run, or is left out of the cache and recorded, with the
+    dataset's skipped annotations, in `<out>.skips.json`; more than `max_skipped_fraction`
+    of the images skipped is an error (the finished images stay, so a re-run resumes).
+    """
     import torch
     from tqdm import tqdm
 
@@ -323,20 +325,32 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
     layers = resolve_layers(params.layers, n_layers, vlm.family)
     dtype = str(vlm.model.dtype).removeprefix("torch.")
     info = cache_info(vlm, params, layers, dataset, dtype)
-    image_ids = [im.id for im in dataset.images]
-    if _up_to_date(out, info, image_ids):
-        log.info("%s is up to date (same parameters, all %d images): nothing to do", out, len(image_ids))
+    all_ids = [im.id for im in dataset.images]
+    skips = list(dataset.skips)
+    before = [s for s in read_skips(out) or [] if s.annotation_id is None]  # images skipped last time
+    kept = [i for i in all_ids if i not in skipped_image_ids(before)]
+    if (on_error == "skip" or not before) and _up_to_date(out, info, kept):
+        log.info("%s is up to date (same parameters, all %d images): nothing to do", out, len(all_ids))
+        write_skips(out, skips + before)
         return out
     writer = AttentionCacheWriter(out, info)
     done = writer.done_image_ids()
     todo = [im for im in dataset.images if im.id not in done]
     if done:
-        log.info("resuming: %d of %d images already extracted", len(image_ids) - len(todo), len(image_ids))
+        log.info("resuming: %d of %d images already extracted", len(all_ids) - len(todo), len(all_ids))
     enable_capture(vlm.model)
     with torch.inference_mode():
         for record in tqdm(todo, desc="extract", unit="img", disable=not progress):
-            job = ImageJob(record, load_image(record))
+            try:
+                job = ImageJob(record, load_image(record))
+            except ImageSkipError as e:
+                handle_image_error(on_error, "extract", record, e, skips)
+                continue
             writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix))
+    check_skipped_fraction(skips, len(all_ids), max_skipped_fraction, str(dataset.annotation_file))
+    skipped = skipped_image_ids(skips)
+    image_ids = [i for i in all_ids if i not in skipped]
     writer.finalize(image_ids)
-    log.info("wrote %s (%d images)", out, len(image_ids))
+    write_skips(out, skips)
+    log.info("wrote %s (%d images, %d skipped)", out, len(image_ids), len(skipped))
     return out

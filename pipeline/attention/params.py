@@ -71,6 +71,9 @@ class VlmModelParams:
     device     'auto' (cuda when available, else cpu) | 'cpu' | 'cuda' | 'cuda:N'
     cache_dir  Hugging Face hub cache folder; None = the library default ($HF_HOME/hub)
     seed       seed of the smoke profile's random weights (default 0)
+    allow_download  False (default): every `from_pretrained` runs with local_files_only=True, so
+               loading never touches the network and a missing model fails at once with the
+               `vlmsam weights` hint; True: a model missing from the cache is downloaded from the hub
     """
 
     profile: str = "real"
@@ -81,8 +84,11 @@ class VlmModelParams:
     device: str = "auto"
     cache_dir: str | None = None
     seed: int = 0
+    allow_download: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_download, bool):
+            raise ValueError(f"models.vlm.allow_download must be true or false, got {self.allow_download!r}")
         if self.profile not in PROFILES:
             raise ValueError(f"models.profile must be one of {PROFILES}, got {self.profile!r}")
         if self.family is not None and self.family not in FAMILIES:

@@ -77,8 +77,8 @@ def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
-    state = PrefixState(cache=out.past_key_values, prefix_len=prefix_len,
+                    cache=cache, use_cache=True, logits_to_keep=1, **extra)
+    state = PrefixState(cache=out.cache, prefix_len=prefix_len,
                         prefix_ids=prefix_ids.clone(), next_logits=out.logits[:, -1].float())
     _check_cache(state)
     return state
@@ -96,7 +96,7 @@ def _check_suffix(model, state: PrefixState, suffix_ids: torch.Tensor) -> None:
 def _forward_on_cache(model, cache, past_len: int, ids: torch.Tensor):
     """Forward `ids` after the `past_len` positions held by `cache` (which grows by len(ids))."""
     mask = torch.ones(1, past_len + ids.shape[1], dtype=torch.long, device=ids.device)
-    return model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True,
+    return model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True,
                  logits_to_keep=1)
 
 

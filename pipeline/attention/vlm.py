@@ -7,9 +7,11 @@ model to its own attention function later); the processor uses the PIL image-pro
 backend (no torchvision). OneVision's real processor class requires a video processor
 that needs torchvision, so its image-only subclass from `smoke_models` is used.
 
-Hub access: with HF_HUB_OFFLINE set, only the local cache is consulted
-(`local_files_only=True`). Any failure to find the checkpoint becomes a `VlmNotAvailableError`
-saying which repo to download and where it must land. The revision recorded is the commit
+Hub access: none unless `models.vlm.allow_download` is true; otherwise (and always with
+HF_HUB_OFFLINE set) every `from_pretrained` gets `local_files_only=True`, so only the local
+folder or cache is consulted and nothing is retried over the network. Any failure to find the
+checkpoint becomes a `VlmNotAvailableError` saying which repo to download, where it must land
+and that `vlmsam weights` lists what is missing. The revision recorded is the commit
 hash of the cache snapshot when known ('' for a plain local folder).
 
 Smoke profile: F1's `build_smoke_vlm(family, seed)`; `LoadedVlm.smoke` is True and the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,11 +84,52 @@ def resolve_device(device: str) -> str:
 
 def load_vlm(params: VlmModelParams) -> LoadedVlm:
     """Load the VLM the parameters describe (see module docstring)."""
+    if not params.smoke:
+        access = HubAccess(params.allow_download and not hub_offline(), hub_offline())
+        _check_cached(params, access)  # before importing torch/transformers: a missing model fails at once
     device = resolve_device(params.device)
     dtype = resolve_dtype(params.dtype, device)
     if params.smoke:
         return _load_smoke(params, device, dtype)
-    return _load_real(params, device, dtype)
+    with hub_requests_blocked(not access.download):
+        return _load_real(params, device, dtype, access)
+
+
+def _check_cached(params: VlmModelParams, access: HubAccess) -> None:
+    """VlmNotAvailableError when downloads are off and `params.id` is neither a folder nor has
+    its config.json in the hub cache."""
+    if access.download or Path(params.id).is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(params.id, "config.json", cache_dir=params.cache_dir, revision=params.revision)
+    if not isinstance(found, str):
+        raise _not_available(params, FileNotFoundError(f"no config.json of {params.id} in the cache"), access)
+
+
+@dataclass(frozen=True)
+class HubAccess:
+    """Whether loading may download (`download`), and whether HF_HUB_OFFLINE is what forbids it."""
+
+    download: bool
+    env_offline: bool
+
+
+@contextmanager
+def hub_requests_blocked(blocked: bool):
+    """While `blocked`, huggingface_hub runs in offline mode: its HTTP session refuses every
+    request, including the ones it makes besides file downloads (e.g. while building headers)."""
+    import huggingface_hub.constants as hc
+
+    if not blocked:
+        yield
+        return
+    before = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = before
 
 
 def _load_smoke(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
@@ -103,12 +147,15 @@ def _load_smoke(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
     return LoadedVlm(model, processor, family, SMOKE_MODEL_IDS[family], f"seed={params.seed}", True)
 
 
-def _not_available(params: VlmModelParams, err: Exception) -> VlmNotAvailableError:
+def _not_available(params: VlmModelParams, err: Exception, access: HubAccess) -> VlmNotAvailableError:
     import huggingface_hub.constants as hc
 
     cache = params.cache_dir or hc.HF_HUB_CACHE
     rev = f" --revision {params.revision}" if params.revision else ""
-    offline = " (HF_HUB_OFFLINE is set, so only the local cache was searched)" if hub_offline() else ""
+    offline = "" if access.download else (
+        " (downloads are off: " + ("HF_HUB_OFFLINE is set" if access.env_offline else
+                                   "models.vlm.allow_download is false")
+        + ", so only the local cache was searched)")
     return VlmNotAvailableError(
         f"VLM {params.id!r} could not be loaded: it is not a local folder and not (completely) in the "
         f"Hugging Face cache {cache}{offline}.\n"
@@ -116,8 +163,10 @@ def _not_available(params: VlmModelParams, err: Exception) -> VlmNotAvailableErr
         f"(older huggingface_hub: huggingface-cli download {params.id}{rev})\n"
         f"and make its cache folder models--{params.id.replace('/', '--')} land in {cache} on this machine "
         f"(or set HF_HOME / models.vlm.cache_dir to where it is), or download it into a folder "
-        f"(--local-dir DIR) and set models.vlm.id to DIR.\nCause: {type(err).__name__}: {err}"
+        f"(--local-dir DIR) and set models.vlm.id to DIR. `vlmsam weights` lists every checkpoint the "
+        f"run needs and where it looks.\nCause: {type(err).__name__}: {err}"
     )
+
 
 
 def snapshot_revision(model_id: str, cache_dir: str | None, revision: str | None) -> str:
@@ -135,19 +184,22 @@ def snapshot_revision(model_id: str, cache_dir: str | None, revision: str | None
     return revision or ""
 
 
-def _load_real(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
+def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) -> LoadedVlm:
     import transformers as tf
 
     local = Path(params.id).is_dir()
-    hub_kwargs = {} if local else dict(
-        revision=params.revision, cache_dir=params.cache_dir, local_files_only=hub_offline()
-    )
+    hub_kwargs = {"local_files_only": not access.download}
+    if not local:
+        hub_kwargs.update(revision=params.revision, cache_dir=params.cache_dir)
     try:
         config = tf.AutoConfig.from_pretrained(params.id, **hub_kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder without a usable config.json
         if local:
-            raise VlmNotAvailableError(f"{params.id}: not a loadable model folder ({e})") from e
-        raise _not_available(params, e) from e
+            raise VlmNotAvailableError(f"{params.id}: not a loadable model folder ({e}); "
+                                       "`vlmsam weights` lists what the run needs") from e
+        if isinstance(e, ValueError):
+            raise
+        raise _not_available(params, e, access) from e
     family = config.model_type
     if family not in FAMILIES:
         raise ValueError(f"{params.id}: model_type {family!r} is not a supported VLM family {FAMILIES}")
@@ -163,7 +215,7 @@ def _load_real(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
     except OSError as e:
         if local:
             raise VlmNotAvailableError(f"{params.id}: incomplete model folder ({e})") from e
-        raise _not_available(params, e) from e
+        raise _not_available(params, e, access) from e
     if device == "cpu":
         model.to(device)
     model.eval()

@@ -3,12 +3,22 @@
 A flavour module only says which annotation fields hold the amodal mask, the visible mask,
 the amodal box and the occluders (see `InstanceFields`); reading the file, the image and
 category tables, mask decoding/validation, occlusion rates and image checks live here once.
+
+Image sizes: the `images` entry (width, height) is authoritative. Every mask must be an RLE
+of exactly [height, width] (or polygons, rasterised at that size), and the image file must
+have that pixel size; nothing is rescaled or transposed to make them agree. This is the rule
+of the detectron2 data path that the public D2SA amodal baselines (AISFormer, aistron, BCNet)
+train and evaluate with: `detection_utils.check_image_size` raises SizeMismatchError when the
+decoded image's (W, H) differs from the entry's, and pycocotools decodes an RLE at its own
+`size`, so a mask of another size cannot be paired with the image. A record that breaks the
+rule is malformed: under `dataset.on_error: skip` the annotation (or, at pixel-reading time,
+the image) is left out with its reason (`pipeline/datasets/skips.py`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -300,15 +310,30 @@ def check_image_files(images: list[ImageRecord], path: Path) -> None:
             )
 
 
+class _BadOccluder(DatasetError):
+    """An occluder id that names no other instance of the image (`instance` holds it)."""
+
+    def __init__(self, message: str, instance: Instance):
+        super().__init__(message)
+        self.instance = instance
+
+
+def _without_occluders(inst: Instance, dropped: set) -> Instance:
+    """`inst` with the ids in `dropped` (left-out annotations) removed from its occluder list."""
+    if not inst.occluder_ids or not dropped.intersection(inst.occluder_ids):
+        return inst
+    return replace(inst, occluder_ids=tuple(o for o in inst.occluder_ids if o not in dropped))
+
+
 def _check_occluders(instances: list[Instance], path: Path, image_id: int) -> None:
     """Occluder ids must name other instances of the same image."""
     ids = {inst.id for inst in instances}
     for inst in instances:
         for oid in inst.occluder_ids or ():
             if oid == inst.id or oid not in ids:
-                raise DatasetError(
+                raise _BadOccluder(
                     f"{path}: annotation id {inst.id}: occluder id {oid} is not another "
-                    f"instance of image {image_id}"
+                    f"instance of image {image_id}", inst
                 )
 
 
@@ -319,8 +344,28 @@ def build_dataset(
     fields: InstanceFields,
     max_images: int | None,
     check_images: bool,
+    on_error: str = "stop",
 ) -> AmodalDataset:
-    """Assemble an AmodalDataset from a parsed COCO-style file (images kept in file order)."""
+    """Assemble an AmodalDataset from a parsed COCO-style file (images kept in file order).
+
+    `on_error='skip'`: an annotation record that is malformed (bad field, mask of another size,
+    unknown image or category, duplicate id, occluder id that names no other instance of its
+    image) is left out and recorded in the dataset's `skips`; ids of left-out annotations are
+    removed from the other instances' occluder lists (the skip record names them). The tables
+    (`images`, `categories`) must still be well formed."""
+    from pipeline.datasets.skips import ANNOTATION_MALFORMED, Skip
+
+    skips: list[Skip] = []
+
+    def skip(where: str, error: DatasetError, ann, image_id) -> None:
+        if on_error == "stop":
+            raise error
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        skips.append(Skip("load", ANNOTATION_MALFORMED, str(path),
+                          image_id if isinstance(image_id, int) else None,
+                          ann_id if isinstance(ann_id, int) and not isinstance(ann_id, bool) else -1,
+                          1, str(error)))
+
     categories = parse_categories(data, path)
     images = parse_images(data, path, image_dir)
     all_image_ids = {im.id for im in images}
@@ -337,21 +382,35 @@ def build_dataset(
         where = f"{path}: annotations[{i}]"
         if isinstance(ann, dict) and "id" in ann:
             where = f"{path}: annotation id {ann['id']}"
-        iid = _int(require(ann, "image_id", where), "image_id", where)
-        if iid not in all_image_ids:
-            raise DatasetError(f"{where}: image_id {iid} is not in 'images'")
-        if iid not in by_id:  # beyond max_images
+        iid = ann.get("image_id") if isinstance(ann, dict) else None
+        try:
+            iid = _int(require(ann, "image_id", where), "image_id", where)
+            if iid not in all_image_ids:
+                raise DatasetError(f"{where}: image_id {iid} is not in 'images'")
+            if iid not in by_id:  # beyond max_images
+                continue
+            inst = parse_instance(ann, by_id[iid], categories, fields, where)
+            if inst.id in seen_ids:
+                raise DatasetError(f"{where}: duplicate annotation id {inst.id}")
+        except DatasetError as e:
+            skip(where, e, ann, iid)
             continue
-        inst = parse_instance(ann, by_id[iid], categories, fields, where)
-        if inst.id in seen_ids:
-            raise DatasetError(f"{where}: duplicate annotation id {inst.id}")
         seen_ids.add(inst.id)
         per_image[iid].append(inst)
+    dropped = {s.annotation_id for s in skips}
     for iid, instances in per_image.items():
-        _check_occluders(instances, path, iid)
+        per_image[iid] = [_without_occluders(inst, dropped) for inst in instances]
+    for iid in per_image:
+        while True:  # leaving out one instance can break the occluder list of another
+            try:
+                _check_occluders(per_image[iid], path, iid)
+                break
+            except _BadOccluder as e:
+                skip(str(path), e, {"id": e.instance.id}, iid)
+                per_image[iid] = [i for i in per_image[iid] if i is not e.instance]
     records = [
         ImageRecord(im.id, im.path, im.width, im.height, tuple(per_image[im.id])) for im in images
     ]
     if check_images:
         check_image_files(records, path)
-    return AmodalDataset(path.stem, path, tuple(records), categories)
+    return AmodalDataset(path.stem, path, tuple(records), categories, tuple(skips))

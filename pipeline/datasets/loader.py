@@ -61,6 +61,7 @@ def load_dataset(
     image_dir: str | os.PathLike | None = None,
     check_images: bool = False,
     max_images: int | None = None,
+    on_error: str = "stop",
 ) -> AmodalDataset:
     """Load an amodal annotation file into the internal record.
 
@@ -68,7 +69,8 @@ def load_dataset(
     images' `file_name`s are relative to (default: the annotation file's folder).
     `check_images`: open every image and fail naming the file and image id if one is missing,
     unreadable or of another size. `max_images`: keep only the first N images (file order).
-    Every problem raises DatasetError naming the file and the record.
+    Every problem raises DatasetError naming the file and the record; with `on_error='skip'`
+    a malformed annotation record is left out instead and listed in the dataset's `skips`.
     """
     path = Path(annotation_file)
     if flavour is not None and flavour not in FLAVOURS:
@@ -78,5 +80,5 @@ def load_dataset(
         flavour = detect_flavour(data, path)
     fields, _ = _SCHEMAS[flavour]
     images_root = Path(image_dir) if image_dir is not None else path.parent
-    dataset = build_dataset(path, data, images_root, fields, max_images, check_images)
+    dataset = build_dataset(path, data, images_root, fields, max_images, check_images, on_error)
     return dataclasses.replace(dataset, flavour=flavour)

@@ -22,14 +22,29 @@ class DatasetParams:
     images       image folder the `file_name`s are relative to; None = the annotation file's
                  folder (default None)
     max_images   keep only the first N images in file order; None = all (default None)
+    on_error     'skip' (default): an image that cannot be read or whose pixel size differs
+                 from its `images` entry, or a malformed annotation record, is left out with
+                 its reason (`pipeline/datasets/skips.py`), the run goes on and the skips are
+                 counted in metrics.json; 'stop': the first such record stops the run
+    max_skipped_fraction  a run fails when more than this fraction of the images is
+                 skipped (default 0.01)
     """
 
     flavour: str | None = None
     annotations: str = SYNTH_ANNOTATIONS
     images: str | None = None
     max_images: int | None = None
+    on_error: str = "skip"
+    max_skipped_fraction: float = 0.01
 
     def __post_init__(self) -> None:
+        from pipeline.datasets.skips import ON_ERROR
+
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"dataset.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if (isinstance(self.max_skipped_fraction, bool) or not isinstance(self.max_skipped_fraction, (int, float))
+                or not 0 <= self.max_skipped_fraction <= 1):
+            raise ValueError(f"dataset.max_skipped_fraction must be a number in [0, 1], got {self.max_skipped_fraction!r}")
         if self.flavour is not None and self.flavour not in FLAVOURS:
             raise ValueError(f"dataset.flavour must be one of {FLAVOURS} or null, got {self.flavour!r}")
         if not isinstance(self.annotations, str) or not self.annotations:
@@ -58,4 +73,5 @@ def load(params: DatasetParams, check_images: bool = False) -> AmodalDataset:
         image_dir=None if params.images is None else Path(params.images),
         check_images=check_images,
         max_images=params.max_images,
+        on_error=params.on_error,
     )

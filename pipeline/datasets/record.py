@@ -41,13 +41,18 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class AmodalDataset:
-    """A loaded split: images in file order and the category table (id -> name)."""
+    """A loaded split: images in file order and the category table (id -> name).
+
+    `skips`: annotation records left out under `dataset.on_error: skip` (Skip objects of
+    `pipeline/datasets/skips.py`); empty when nothing was skipped.
+    """
 
     name: str
     annotation_file: Path
     images: tuple[ImageRecord, ...]
     categories: dict[int, str]
     flavour: str | None = None  # the annotation flavour it was loaded as; None when built in memory
+    skips: tuple = ()
 
     def instance_count(self) -> int:
         return sum(len(im.instances) for im in self.images)

@@ -23,6 +23,9 @@ from tqdm import tqdm
 from pipeline import masks as rle
 from pipeline.attention.cache import params_hash, read_info, read_occlusion
 from pipeline.datasets.record import AmodalDataset, ImageRecord
+from pipeline.datasets.skips import (
+    ImageSkipError, Skip, check_skipped_fraction, handle_image_error, without_skipped_images, write_skips,
+)
 from pipeline.decoding.amodal_source import amodal_source
 from pipeline.decoding.completion import DECODER, NEEDS_OCCLUDERS, complete
 from pipeline.decoding.occluders import VlmOcclusion, choose_occluders, union
@@ -208,8 +211,20 @@ def run_decode(
     visible_path: str | os.PathLike = DEFAULT_VISIBLE,
     amodal_path: str | os.PathLike = DEFAULT_AMODAL,
     models: SamModels | None = None,
+    upstream_skips: list[Skip] | None = None,
+    on_error: str = "stop",
+    max_skipped_fraction: float = 1.0,
 ) -> DecodeSummary:
-    """Decode every instance of `dataset`; resumes from finished images of an interrupted run."""
+    """Decode every instance of `dataset`; resumes from finished images of an interrupted run.
+
+    `upstream_skips`: the records the earlier stages left out (`<points>.skips.json`; None =
+    only the dataset's own `skips`); their images are not decoded. Under `on_error='skip'` an
+    image that cannot be read is left out too. All of them are written to
+    `<amodal_path>.skips.json`; more than `max_skipped_fraction` of the images is an error.
+    """
+    skips = list(dataset.skips if upstream_skips is None else upstream_skips)
+    n_images = len(dataset.images)
+    dataset = without_skipped_images(dataset, skips)
     inputs = _read_inputs(dataset, params, Path(points_path), Path(cache_path))
     if models is None:
         models = load_sam_models(profile, sam_params, params.completion == DECODER, params.device)
@@ -223,7 +238,14 @@ def run_decode(
     if done:
         log.info("resuming: %d of %d images already decoded", len(dataset.images) - len(todo), len(dataset.images))
     for image in tqdm(todo, desc="decode", unit="img"):
-        visible, amodal = decode_one_image(image, models, params, inputs, dataset.annotation_file)
+        try:
+            visible, amodal = decode_one_image(image, models, params, inputs, dataset.annotation_file)
+        except ImageSkipError as e:
+            handle_image_error(on_error, "decode", image, e, skips)
+            continue
         store.write(image.id, visible, amodal)
+    check_skipped_fraction(skips, n_images, max_skipped_fraction, str(dataset.annotation_file))
+    dataset = without_skipped_images(dataset, skips)
     n_visible, n_amodal = store.finalize([im.id for im in dataset.images])
+    write_skips(amodal_path, skips)
     return DecodeSummary(Path(visible_path), Path(amodal_path), len(dataset.images), n_visible, n_amodal, len(todo), smoke)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from pipeline.datasets.skips import read_image_checked
 from pipeline.decoding.params import SamModelParams
 from pipeline.decoding.prompts import ImagePrompts
 from pipeline.prompt_limits import MAX_DECODER_POINTS
@@ -89,18 +89,9 @@ def load_sam_models(profile: str, params: SamModelParams, use_amodal_decoder: bo
 
 
 def load_image(path: str | os.PathLike, width: int, height: int, image_id: int) -> torch.Tensor:
-    """An RGB image file as float [1, 3, H, W] in [0, 1]; errors name the file and image id."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            rgb = np.array(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{path}: image {image_id} cannot be read ({e})") from e
-    if rgb.shape[:2] != (height, width):
-        raise ValueError(
-            f"{path}: image {image_id} is {rgb.shape[1]}x{rgb.shape[0]} but the annotations say {width}x{height}"
-        )
-    return image_tensor(rgb)
+    """An RGB image file as float [1, 3, H, W] in [0, 1]; ImageSkipError (a DatasetError) naming
+    the file and image id when it cannot be read or is not the annotated size."""
+    return image_tensor(read_image_checked(path, width, height, image_id))
 
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -30,6 +30,7 @@ def evaluate_command(
     are fractions in [0, 1])."""
     from pipeline.datasets import DatasetError, load_dataset
     from pipeline.attention.cache import CacheFormatError
+    from pipeline.datasets.skips import read_skips
     from pipeline.evaluation import EvaluateParams, evaluate
     from pipeline.evaluation.run_info import describe_run, undescribed_run
     from pipeline.evaluation.units import UNIT, format_figure
@@ -46,7 +47,7 @@ def evaluate_command(
         else:
             run = describe_run(load_params(params_file), cache, params_file)
         dataset = load_dataset(gt, flavour=flavour, max_images=max_images)
-        metrics = evaluate(dataset, amodal, visible, out, params, run=run)
+        metrics = evaluate(dataset, amodal, visible, out, params, run=run, skips=read_skips(amodal))
     except (DatasetError, PredictionFormatError, CacheFormatError, FileNotFoundError, KeyError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=1) from e

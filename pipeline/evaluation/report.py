@@ -86,6 +86,7 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
         f"{metrics['n_gt']} instances, {context.n_visible_gt} with a visible part)",
         f"- predictions: amodal `{context.amodal_file}`, visible `{context.visible_file}` "
         f"({metrics['n_pred']} entries per file)",
+        skipped_line(metrics.get("skipped")),
         "",
         f"## Mask AP / AR (pycocotools COCOeval, iouType segm), {UNIT_TEXT}",
         "",
@@ -132,6 +133,16 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def skipped_line(skipped: dict | None) -> str:
+    """The report's line on records left out (metrics.json "skipped")."""
+    if skipped is None:
+        return "- skipped: not recorded (no skip list beside the amodal predictions)"
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped["reasons"].items()) or "none"
+    return (f"- skipped (dataset.on_error): {skipped['images']} images, {skipped['instances']} "
+            f"ground-truth instances without prediction (counted as misses; malformed annotations "
+            f"are not ground truth); records by reason: {reasons}")
 
 
 def pr_curve_rows(ap_amodal: APResult, ap_visible: APResult, smoke: bool,

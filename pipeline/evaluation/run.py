@@ -7,9 +7,9 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 from pipeline.datasets.record import AmodalDataset
+from pipeline.datasets.skips import skipped_image_ids, summarize
 from pipeline.evaluation.ap import coco_mask_ap
 from pipeline.evaluation.checked_predictions import check_pairing, read_checked
 from pipeline.evaluation.coco_gt import coco_ground_truth
@@ -26,14 +26,16 @@ def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
              visible_file: str | os.PathLike, out_dir: str | os.PathLike,
              params: EvaluateParams = EvaluateParams(),
              timings: dict[str, float] | None = None, *, run: dict,
-             skipped_image_ids: Sequence[int] = ()) -> dict:
+             skips: list | None = None) -> dict:
     """Evaluate amodal and visible prediction files against `dataset`; write `out_dir`.
 
     Returns the metrics.json content. Every input is checked before anything is written.
     `run`: metrics.json's "run" (`run_info.describe_run`, or `undescribed_run` saying why
-    there is none); `skipped_image_ids`: images the run left out (counted in "counts").
+    there is none).
     `timings`, when given, receives seconds per step ('read predictions', 'AP amodal',
-    'AP visible', 'mIoU', 'report').
+    'AP visible', 'mIoU', 'report'). `skips`: the records the run left out (Skip objects of
+    `pipeline/datasets/skips.py`, None = not recorded); the instances of skipped images stay
+    in the ground truth and count as misses (and as "counts"' skipped_images).
     """
     timings = {} if timings is None else timings
     with _timed(timings, "read predictions"):
@@ -57,7 +59,8 @@ def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
         metrics = metrics_dict(ap_amodal, ap_visible, mean_ious(ious), bucket_means(ious),
                                n_gt=dataset.instance_count(), n_pred=len(amodal.entries),
                                smoke=smoke, protocol=protocol_dict(modal_given), run=run,
-                               counts=counts_dict(dataset, amodal, visible, skipped_image_ids))
+                               counts=counts_dict(dataset, amodal, visible, skipped_image_ids(skips or [])))
+        metrics["skipped"] = None if skips is None else summarize(skips)
         binned = binned_means(ious, params.occlusion_bins)
     with _timed(timings, "report"):
         context = EvaluationContext(
