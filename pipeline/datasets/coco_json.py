@@ -413,4 +413,4 @@ def build_dataset(
     ]
     if check_images:
         check_image_files(records, path)
-    return AmodalDataset(path.stem, path, tuple(records), categories, tuple(skips))
+    return AmodalDataset(path.stem, path, tuple(records), categories, skips=tuple(skips))
