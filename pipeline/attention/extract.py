@@ -18,7 +18,8 @@ Per image (`extract_image`):
 
 The stage (`run_extract`) loops over the dataset's images with tqdm, writes each finished
 image to its own part file (atomic), skips images whose part exists on a re-run, and merges
-the parts into the cache atomically at the end.
+the parts into the cache atomically at the end. Run as several processes, each takes its
+shard of the images and the last to finish merges (`pipeline/scaling/`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pipeline.attention.prompts import (
     EncodedPrompt, box_text, category_phrase, encode_prompt, occlusion_question, target_question,
 )
 from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord
+from pipeline.scaling.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -296,12 +298,20 @@ def _up_to_date(out: Path, info: CacheInfo, image_ids: list[int]) -> bool:
 
 
 def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | os.PathLike,
-                reuse_prefix: bool = True, progress: bool = True) -> Path:
-    """Extract every image of `dataset` into the cache `out` (resumable; see module docstring)."""
+                reuse_prefix: bool = True, progress: bool = True, shard: Shard = Shard()) -> Path:
+    """Extract every image of `dataset` into the cache `out` (resumable; see module docstring).
+
+    With a `shard` of several, only its images are extracted; the process that finds every
+    image's part written merges them (`pipeline/scaling/merge.py`), so `out` may not exist yet
+    when this returns.
+    """
     import torch
     from tqdm import tqdm
 
     from pipeline.attention.capture import enable_capture
+    from pipeline.attention.cache import merge_parts, missing_parts, parts_dir
+    from pipeline.scaling.merge import merge_when_complete
+    from pipeline.scaling.shards import shard_image_ids
 
     out = Path(out)
     if vlm.smoke:
@@ -316,14 +326,19 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
         return out
     writer = AttentionCacheWriter(out, info)
     done = writer.done_image_ids()
-    todo = [im for im in dataset.images if im.id not in done]
+    mine = shard_image_ids(dataset.images, shard)
+    todo = [im for im in dataset.images if im.id in mine and im.id not in done]
+    if not shard.is_single:
+        log.info("%s: %d of %d images", shard, len(mine), len(image_ids))
     if done:
-        log.info("resuming: %d of %d images already extracted", len(image_ids) - len(todo), len(image_ids))
+        log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
     enable_capture(vlm.model)
     with torch.inference_mode():
         for record in tqdm(todo, desc="extract", unit="img", disable=not progress):
             job = ImageJob(record, load_image(record))
             writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix))
-    writer.finalize(image_ids)
-    log.info("wrote %s (%d images)", out, len(image_ids))
+    merged = merge_when_complete(parts_dir(out), lambda: missing_parts(out, image_ids),
+                                 lambda: merge_parts(out, image_ids, info), shard, str(out))
+    if merged:
+        log.info("wrote %s (%d images)", out, len(image_ids))
     return out

@@ -36,6 +36,8 @@ from pipeline.decoding.parts import PartStore
 from pipeline.decoding.prompts import PointIndex, PromptError, image_prompts
 from pipeline.decoding.sam import DecodedMasks, SamModels, decode_image, load_image, load_sam_models
 from pipeline.sampling.points_schema import read_points
+from pipeline.scaling.merge import merge_when_complete
+from pipeline.scaling.shards import Shard, shard_image_ids
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,8 @@ class DecodeSummary:
     visible_path: Path
     amodal_path: Path
     n_images: int
-    n_visible: int
-    n_amodal: int
+    n_visible: int | None  # None: this shard did not merge (other shards still running)
+    n_amodal: int | None
     decoded_images: int  # images decoded in this run (the others were resumed from parts)
     smoke: bool
 
@@ -205,8 +207,13 @@ def run_decode(
     visible_path: str | os.PathLike = DEFAULT_VISIBLE,
     amodal_path: str | os.PathLike = DEFAULT_AMODAL,
     models: SamModels | None = None,
+    shard: Shard = Shard(),
 ) -> DecodeSummary:
-    """Decode every instance of `dataset`; resumes from finished images of an interrupted run."""
+    """Decode every instance of `dataset`; resumes from finished images of an interrupted run.
+
+    With a `shard` of several, only its images are decoded; the process that finds every
+    image's part written merges them (`pipeline/scaling/merge.py`).
+    """
     inputs = _read_inputs(dataset, params, Path(points_path), Path(cache_path))
     if models is None:
         models = load_sam_models(profile, sam_params, params.completion == DECODER, params.device)
@@ -216,11 +223,17 @@ def run_decode(
                     models.smoke, inputs.smoke)
     store = PartStore(visible_path, amodal_path, run_hash(dataset, params, models, inputs))
     done = store.done_image_ids()
-    todo = [im for im in dataset.images if im.id not in done]
+    mine = shard_image_ids(dataset.images, shard)
+    todo = [im for im in dataset.images if im.id in mine and im.id not in done]
+    if not shard.is_single:
+        log.info("%s: %d of %d images", shard, len(mine), len(dataset.images))
     if done:
-        log.info("resuming: %d of %d images already decoded", len(dataset.images) - len(todo), len(dataset.images))
+        log.info("resuming: %d of %d images already decoded", len(mine) - len(todo), len(mine))
     for image in tqdm(todo, desc="decode", unit="img"):
         visible, amodal = decode_one_image(image, models, params, inputs, dataset.annotation_file)
         store.write(image.id, visible, amodal)
-    n_visible, n_amodal = store.finalize([im.id for im in dataset.images])
+    image_ids = [im.id for im in dataset.images]
+    counts = merge_when_complete(store.dir, lambda: store.missing(image_ids), lambda: store.finalize(image_ids),
+                                 shard, f"{visible_path} and {amodal_path}")
+    n_visible, n_amodal = counts if counts is not None else (None, None)
     return DecodeSummary(Path(visible_path), Path(amodal_path), len(dataset.images), n_visible, n_amodal, len(todo), smoke)
