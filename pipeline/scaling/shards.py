@@ -78,7 +78,7 @@ def _inner(env: Mapping[str, str]) -> tuple[int, int, int | None, str | None]:
         rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
         _check(rank, world, f"RANK {rank} of WORLD_SIZE {world}")
         local = _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else None
-        return rank, world, local, "RANK/WORLD_SIZE"
+        return rank, world, local, "torchrun/accelerate RANK"
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         rank, world = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS")
         _check(rank, world, f"SLURM_PROCID {rank} of SLURM_NTASKS {world}")
