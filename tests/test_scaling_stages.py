@@ -15,13 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from pipeline.profiles import SMOKE_OVERRIDES, write_profile
 from pipeline.synth import generate
+from test_extract_resume import _PAUSING_RUNNER  # the stage, paused inside its 2nd image's part
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -153,25 +153,6 @@ def test_slurm_array_with_more_tasks_than_images(project, tmp_path, monkeypatch)
     _same_bytes(run, project, "pred_visible.json", "pred_amodal.json")
     again = CliRunner().invoke(app, ["merge", "decode", "--params", "params.yaml"])
     assert again.exit_code == 1 and "parts of one decode run, found 0" in again.output
-
-
-# Runs a shard of the real stage, but holds the process inside the write of its 2nd image's
-# part file (the temp file is open and half written) so the test kills it there for certain.
-_PAUSING_RUNNER = textwrap.dedent("""
-    import sys, time
-    import pipeline.attention.cache as cache
-    original, written = cache._write_image, []
-    def pausing_write(parent, image):
-        original(parent, image)
-        written.append(image.image_id)
-        if len(written) == 2:
-            parent.file.flush()
-            print("PAUSED", flush=True)
-            time.sleep(600)
-    cache._write_image = pausing_write
-    from stages.extract import main
-    main(sys.argv[1:])
-""")
 
 
 def test_killed_rank_resumes_alone(project, tmp_path, monkeypatch, caplog):
