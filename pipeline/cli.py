@@ -11,6 +11,7 @@ from pipeline.demo import demo_command
 from pipeline.evaluation.command import evaluate_command
 from pipeline.figure_commands import predict_command, visualize_command
 from pipeline.sampling.command import sample_command
+from pipeline.scaling.command import merge_command
 from pipeline.synth.cli import synth_command
 from pipeline.weights import weights_command
 
@@ -25,6 +26,7 @@ app.command("synth")(synth_command)
 app.command("extract")(extract_command)
 app.command("sample")(sample_command)
 app.command("decode")(decode_command)
+app.command("merge")(merge_command)
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
 app.command("demo")(demo_command)

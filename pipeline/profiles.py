@@ -37,6 +37,7 @@ def default_params() -> dict:
     from pipeline.decoding.params import DecodeParams, SamModelParams
     from pipeline.evaluation.params import EvaluateParams
     from pipeline.sampling.params import SampleParams
+    from pipeline.scaling.params import LaunchParams
 
     vlm = asdict(VlmModelParams())
     profile = vlm.pop("profile")
@@ -52,6 +53,7 @@ def default_params() -> dict:
         "sample": sample,
         "decode": decode,
         "evaluate": asdict(EvaluateParams()),
+        "launch": asdict(LaunchParams()),
     }
 
 

@@ -61,3 +61,25 @@ def test_finalize_refuses_missing_images_and_missing_file_is_clear(tmp_path):
         w.finalize([5])
     with pytest.raises(ac.CacheFormatError, match="not found"):
         ac.read_info(path)
+
+
+def test_merge_from_parts_alone_and_refusal_of_other_parameters(tmp_path):
+    """`merge_parts` without the run's info (`vlmsam merge`) writes the bytes `finalize` writes;
+    a part of other parameters is never merged."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    for path in (a, b):
+        w = ac.AttentionCacheWriter(path, _info())
+        w.write_image(_image(1))
+        w.write_image(_image(2))
+    ac.AttentionCacheWriter(a, _info()).finalize([1, 2])
+    ac.merge_parts(b, [1, 2])
+    assert a.read_bytes() == b.read_bytes()
+
+    path = tmp_path / "mixed.h5"
+    ac.AttentionCacheWriter(path, _info()).write_image(_image(1))
+    stale = (ac.parts_dir(path) / "1.h5").read_bytes()
+    ac.AttentionCacheWriter(path, _info(sink=True)).write_image(_image(2))  # discards part 1
+    (ac.parts_dir(path) / "1.h5").write_bytes(stale)  # a stale part slipped in afterwards
+    with pytest.raises(ac.CacheFormatError, match="part of other parameters"):
+        ac.merge_parts(path, [2, 1])
+    assert not path.exists() and ac.missing_parts(path, [1, 2, 3]) == [3]

@@ -104,3 +104,19 @@ def test_exp_run_sweep_and_comparison_report(project):
     names = {line.split("|")[1].strip(): line for line in rows[1:]}
     assert "pm-box" in names and "| box |" in names["pm-box"]
     assert any("| points |" in line for line in names.values())
+
+
+def test_launcher_is_not_a_stage_parameter(project):
+    """Switching extract and decode to several processes changes no stage: the merged outputs
+    are the bytes of one process (tests/test_scaling_stages.py)."""
+    if not (project / "dvc.lock").exists():
+        _run([str(BIN / "dvc"), "repro"], project)
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["launch"]["launcher"] = "torchrun --nproc_per_node 8"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
+    finally:
+        params_file.write_text(original)

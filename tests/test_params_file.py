@@ -12,6 +12,7 @@ from pipeline.evaluation.params import EvaluateParams
 from pipeline.params_file import load_params, section, with_shared
 from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params
 from pipeline.sampling.params import SampleParams
+from pipeline.scaling.params import LaunchParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,7 @@ def test_params_yaml_has_every_parameter_and_parses():
     SampleParams.from_dict(section(params, "sample"), params["prompt_mode"])
     DecodeParams.from_dict(section(params, "decode"), params["prompt_mode"])
     EvaluateParams.from_dict(section(params, "evaluate"))
+    LaunchParams.from_dict(section(params, "launch"))
 
 
 def test_overrides_and_errors(tmp_path):

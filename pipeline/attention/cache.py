@@ -33,8 +33,9 @@ is token t of `tokens/*`.
 
 Resumability: each finished image is first written to its own file
 `<cache>.parts/<image_id>.h5` (temp file + rename, so a part exists only when complete);
-`finalize` merges the parts in order into `<cache>` atomically. Parts whose `params_hash`
-differs from the run's are discarded, so changed parameters never mix with old results.
+`finalize` (`merge_parts`) merges the parts in order into `<cache>` atomically. Parts whose
+`params_hash` differs from the run's are discarded, so changed parameters never mix with old
+results. The processes of a sharded run share the parts folder (`pipeline/scaling/`).
 """
 
 from __future__ import annotations
@@ -178,11 +179,11 @@ class AttentionCacheWriter:
     def __init__(self, path: str | os.PathLike, info: CacheInfo):
         self.path = Path(path)
         self.info = info
-        self.parts_dir = self.path.with_name(self.path.name + ".parts")
+        self.parts_dir = parts_dir(self.path)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         for part in self.parts_dir.glob("*.h5"):
             if _part_hash(part) != info.params_hash:
-                part.unlink()
+                part.unlink(missing_ok=True)  # another shard of the run may remove it too
 
     def done_image_ids(self) -> set[int]:
         """Image ids whose complete part is already on disk (skipped on a re-run)."""
@@ -198,18 +199,48 @@ class AttentionCacheWriter:
 
     def finalize(self, image_ids: Iterable[int]) -> None:
         """Merge the parts of `image_ids` (all must be done) into the cache file atomically."""
-        image_ids = [int(i) for i in image_ids]
-        missing = [i for i in image_ids if not (self.parts_dir / f"{i}.h5").exists()]
-        if missing:
-            raise CacheFormatError(f"{self.path}: cannot finalize, images not extracted: {missing[:10]}")
-        with atomic_path(self.path) as tmp:
-            with h5py.File(tmp, "w") as out:
-                _write_info(out, self.info)
-                images = out.create_group("images", track_order=True)
-                for i in image_ids:
-                    with h5py.File(self.parts_dir / f"{i}.h5", "r") as part:
-                        part.copy(part["images"][str(i)], images, name=str(i))
-        shutil.rmtree(self.parts_dir)
+        merge_parts(self.path, image_ids, self.info)
+
+
+def parts_dir(path: str | os.PathLike) -> Path:
+    """The folder of the per-image part files of the cache `path`."""
+    path = Path(path)
+    return path.with_name(path.name + ".parts")
+
+
+def missing_parts(path: str | os.PathLike, image_ids: Iterable[int]) -> list[int]:
+    """The images of `image_ids` that have no finished part yet."""
+    folder = parts_dir(path)
+    return [int(i) for i in image_ids if not (folder / f"{int(i)}.h5").exists()]
+
+
+def merge_parts(path: str | os.PathLike, image_ids: Iterable[int], info: CacheInfo | None = None) -> Path:
+    """Write the parts of `image_ids`, in that order, into the cache `path` atomically, then
+    remove the parts. All parts must exist and carry one params hash; `info` (None = the
+    attributes stored in the parts) gives the file attributes."""
+    path, image_ids = Path(path), [int(i) for i in image_ids]
+    folder = parts_dir(path)
+    missing = missing_parts(path, image_ids)
+    if missing:
+        raise CacheFormatError(f"{path}: cannot finalize, images not extracted: {missing[:10]}")
+    if info is None:
+        if not image_ids:
+            raise CacheFormatError(f"{path}: no images to merge")
+        with h5py.File(folder / f"{image_ids[0]}.h5", "r") as first:
+            info = _info(first)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as out:
+            _write_info(out, info)
+            images = out.create_group("images", track_order=True)
+            for i in image_ids:
+                with h5py.File(folder / f"{i}.h5", "r") as part:
+                    if str(part.attrs.get("params_hash", "")) != info.params_hash:
+                        raise CacheFormatError(
+                            f"{folder / f'{i}.h5'}: part of other parameters (params_hash "
+                            f"{part.attrs.get('params_hash')!r}, expected {info.params_hash!r}); re-run its shard")
+                    part.copy(part["images"][str(i)], images, name=str(i))
+    shutil.rmtree(folder)
+    return path
 
 
 def _part_hash(part: Path) -> str | None:

@@ -18,7 +18,8 @@ Per image (`extract_image`):
 
 The stage (`run_extract`) loops over the dataset's images with tqdm, writes each finished
 image to its own part file (atomic), skips images whose part exists on a re-run, and merges
-the parts into the cache atomically at the end.
+the parts into the cache atomically at the end. Run as several processes, each takes its
+shard of the images and the last to finish merges (`pipeline/scaling/`).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ from pipeline.attention.prompts import (
 from pipeline.datasets.d2sa_phrases import default_phrases
 from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord
 from pipeline.datasets.skips import (
-    ImageSkipError, check_skipped_fraction, handle_image_error, read_image_checked, read_skips,
-    skipped_image_ids, write_skips,
+    ImageSkipError, clear_skip_part, handle_image_error, merge_with_skips, read_image_checked, read_skips, skipped_image_ids,
+    unfinished, write_skip_part, write_skips,
 )
+from pipeline.scaling.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -304,18 +306,24 @@ def _up_to_date(out: Path, info: CacheInfo, image_ids: list[int]) -> bool:
 
 def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | os.PathLike,
                 reuse_prefix: bool = True, progress: bool = True, on_error: str = "stop",
-                max_skipped_fraction: float = 1.0) -> Path:
+                max_skipped_fraction: float = 1.0, shard: Shard = Shard()) -> Path:
     """Extract every image of `dataset` into the cache `out` (resumable; see module docstring).
 
     `on_error` ('stop' | 'skip', see DatasetParams): an image that cannot be read or is not its
     annotated size stops the run, or is left out of the cache and recorded, with the
     dataset's skipped annotations, in `<out>.skips.json`; more than `max_skipped_fraction`
     of the images skipped is an error (the finished images stay, so a re-run resumes).
+    With a `shard` of several, only its images are extracted; the process that finds every
+    image's part written merges them (`pipeline/scaling/merge.py`), so `out` may not exist yet
+    when this returns.
     """
     import torch
     from tqdm import tqdm
 
     from pipeline.attention.capture import enable_capture
+    from pipeline.attention.cache import missing_parts, parts_dir
+    from pipeline.scaling.merge import merge_when_complete
+    from pipeline.scaling.shards import shard_image_ids
 
     out = Path(out)
     params = with_dataset_phrases(params, dataset.flavour)
@@ -335,9 +343,12 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
         return out
     writer = AttentionCacheWriter(out, info)
     done = writer.done_image_ids()
-    todo = [im for im in dataset.images if im.id not in done]
+    mine = shard_image_ids(dataset.images, shard)
+    todo = [im for im in dataset.images if im.id in mine and im.id not in done]
+    if not shard.is_single:
+        log.info("%s: %d of %d images", shard, len(mine), len(all_ids))
     if done:
-        log.info("resuming: %d of %d images already extracted", len(all_ids) - len(todo), len(all_ids))
+        log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
     enable_capture(vlm.model)
     with torch.inference_mode():
         for record in tqdm(todo, desc="extract", unit="img", disable=not progress):
@@ -345,12 +356,27 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
                 job = ImageJob(record, load_image(record))
             except ImageSkipError as e:
                 handle_image_error(on_error, "extract", record, e, skips)
+                write_skip_part(parts_dir(out), skips[-1])
                 continue
             writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix))
-    check_skipped_fraction(skips, len(all_ids), max_skipped_fraction, str(dataset.annotation_file))
-    skipped = skipped_image_ids(skips)
-    image_ids = [i for i in all_ids if i not in skipped]
-    writer.finalize(image_ids)
+            clear_skip_part(parts_dir(out), record.id)
+    merged = merge_when_complete(
+        parts_dir(out), lambda: unfinished(parts_dir(out), missing_parts(out, all_ids)),
+        lambda: merge_cache(out, dataset, info, max_skipped_fraction), shard, str(out))
+    if merged is not None:
+        log.info("wrote %s (%d images, %d skipped)", out, len(all_ids), len(skipped_image_ids(merged)))
+    return out
+
+
+def merge_cache(out: str | os.PathLike, dataset: AmodalDataset, info: CacheInfo | None,
+                max_skipped_fraction: float = 1.0) -> list:
+    """Merge the cache `out` from its parts (finished and skipped images of `dataset`) and
+    write its skip list; returns the skips. `info` None = the attributes stored in the parts."""
+    from pipeline.attention.cache import merge_parts, parts_dir
+
+    _, skips = merge_with_skips(
+        parts_dir(out), [im.id for im in dataset.images], list(dataset.skips), len(dataset.images),
+        max_skipped_fraction, str(dataset.annotation_file), lambda kept: merge_parts(out, kept, info))
     write_skips(out, skips)
-    log.info("wrote %s (%d images, %d skipped)", out, len(image_ids), len(skipped))
+    return skips
     return out

@@ -33,11 +33,14 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from pipeline.atomic import write_json
 from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +168,46 @@ def handle_image_error(on_error: str, stage: str, record: ImageRecord, error: Im
         raise error
     skips.append(image_skip(stage, record, error))
     log.warning("skipped (dataset.on_error: skip): %s", error)
+
+
+# A stage whose images may be split over several processes records each image it skips as a
+# part of its own, `<id>.skip.json` in the stage's parts folder, beside the finished images'
+# parts: an image is done when either exists, and whichever process merges collects them.
+SKIP_PART_SUFFIX = ".skip.json"
+
+
+def write_skip_part(folder: str | os.PathLike, skip: Skip) -> Path:
+    """Record the skip of a whole image in a stage's parts folder (atomically)."""
+    path = Path(folder) / f"{int(skip.image_id)}{SKIP_PART_SUFFIX}"
+    write_json(path, asdict(skip))
+    return path
+
+
+def clear_skip_part(folder: str | os.PathLike, image_id: int) -> None:
+    """Forget an earlier skip of an image that has now been processed."""
+    (Path(folder) / f"{int(image_id)}{SKIP_PART_SUFFIX}").unlink(missing_ok=True)
+
+
+def unfinished(folder: str | os.PathLike, missing: list[int]) -> list[int]:
+    """The images of `missing` (no finished part) that were not skipped either."""
+    return [i for i in missing if not (Path(folder) / f"{int(i)}{SKIP_PART_SUFFIX}").exists()]
+
+
+def merge_with_skips(folder: str | os.PathLike, image_ids: list[int], known: list[Skip], n_images: int,
+                     max_fraction: float, where: str, merge: Callable[[list[int]], T]) -> tuple[T, list[Skip]]:
+    """Merge a stage's parts: the skip parts of `image_ids` joined to the `known` skips, the
+    skipped fraction of `n_images` checked, then `merge(kept image ids)`; returns its result
+    and every skip (the parts folder is read before `merge` removes it)."""
+    folder = Path(folder)
+    image_skips = []
+    for i in image_ids:
+        path = folder / f"{int(i)}{SKIP_PART_SUFFIX}"
+        if path.exists():
+            try:
+                image_skips.append(Skip(**json.loads(path.read_text(encoding="utf-8"))))
+            except (json.JSONDecodeError, TypeError, ValueError) as e:
+                raise DatasetError(f"{path}: not a skip record ({e})") from e
+    skips = list(known) + image_skips
+    check_skipped_fraction(skips, n_images, max_fraction, where)
+    dropped = skipped_image_ids(image_skips)
+    return merge([i for i in image_ids if i not in dropped]), skips

@@ -28,9 +28,25 @@ class PartStore:
         self.dir = self.root / run_hash
         if self.root.exists():
             for other in self.root.iterdir():
-                if other != self.dir:
-                    shutil.rmtree(other) if other.is_dir() else other.unlink()
+                if other != self.dir:  # another shard of this run may remove it at the same time
+                    shutil.rmtree(other, onerror=_gone_is_fine) if other.is_dir() else other.unlink(missing_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def existing(cls, visible_path: str | os.PathLike, amodal_path: str | os.PathLike) -> "PartStore":
+        """The parts already on disk (one run hash), for merging them without the run's inputs."""
+        root = Path(visible_path).with_name(Path(visible_path).name + ".parts")
+        runs = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+        if len(runs) != 1:
+            raise FileNotFoundError(f"{root}: expected the parts of one decode run, found {len(runs)}")
+        store = cls.__new__(cls)
+        store.visible_path, store.amodal_path = Path(visible_path), Path(amodal_path)
+        store.root, store.dir = root, runs[0]
+        return store
+
+    def missing(self, image_ids) -> list[int]:
+        """The images of `image_ids` without a finished part."""
+        return [int(i) for i in image_ids if not self._part(i).exists()]
 
     def _part(self, image_id: int) -> Path:
         return self.dir / f"{int(image_id)}.json"
@@ -57,3 +73,8 @@ class PartStore:
         write_predictions(self.amodal_path, amodal)
         shutil.rmtree(self.root)
         return len(visible), len(amodal)
+
+
+def _gone_is_fine(function, path, excinfo) -> None:
+    if not issubclass(excinfo[0], FileNotFoundError):
+        raise excinfo[1]

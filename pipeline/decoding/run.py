@@ -24,7 +24,8 @@ from pipeline import masks as rle
 from pipeline.attention.cache import params_hash, read_info, read_occlusion
 from pipeline.datasets.record import AmodalDataset, ImageRecord
 from pipeline.datasets.skips import (
-    ImageSkipError, Skip, check_skipped_fraction, handle_image_error, without_skipped_images, write_skips,
+    ImageSkipError, Skip, clear_skip_part, handle_image_error, merge_with_skips, unfinished, without_skipped_images,
+    write_skip_part, write_skips,
 )
 from pipeline.decoding.amodal_source import amodal_source
 from pipeline.decoding.completion import DECODER, NEEDS_OCCLUDERS, complete
@@ -41,6 +42,8 @@ from pipeline.decoding.parts import PartStore
 from pipeline.decoding.prompts import PointIndex, PromptError, image_prompts
 from pipeline.decoding.sam import DecodedMasks, SamModels, decode_image, load_image, load_sam_models
 from pipeline.sampling.points_schema import read_points
+from pipeline.scaling.merge import merge_when_complete
+from pipeline.scaling.shards import Shard, shard_image_ids
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,8 @@ class DecodeSummary:
     visible_path: Path
     amodal_path: Path
     n_images: int
-    n_visible: int
-    n_amodal: int
+    n_visible: int | None  # None: this shard did not merge (other shards still running)
+    n_amodal: int | None
     decoded_images: int  # images decoded in this run (the others were resumed from parts)
     smoke: bool
 
@@ -214,6 +217,7 @@ def run_decode(
     upstream_skips: list[Skip] | None = None,
     on_error: str = "stop",
     max_skipped_fraction: float = 1.0,
+    shard: Shard = Shard(),
 ) -> DecodeSummary:
     """Decode every instance of `dataset`; resumes from finished images of an interrupted run.
 
@@ -221,6 +225,8 @@ def run_decode(
     only the dataset's own `skips`); their images are not decoded. Under `on_error='skip'` an
     image that cannot be read is left out too. All of them are written to
     `<amodal_path>.skips.json`; more than `max_skipped_fraction` of the images is an error.
+    With a `shard` of several, only its images are decoded; the process that finds every
+    image's part written merges them (`pipeline/scaling/merge.py`).
     """
     skips = list(dataset.skips if upstream_skips is None else upstream_skips)
     n_images = len(dataset.images)
@@ -234,18 +240,36 @@ def run_decode(
                     models.smoke, inputs.smoke)
     store = PartStore(visible_path, amodal_path, run_hash(dataset, params, models, inputs))
     done = store.done_image_ids()
-    todo = [im for im in dataset.images if im.id not in done]
+    mine = shard_image_ids(dataset.images, shard)
+    todo = [im for im in dataset.images if im.id in mine and im.id not in done]
+    if not shard.is_single:
+        log.info("%s: %d of %d images", shard, len(mine), len(dataset.images))
     if done:
-        log.info("resuming: %d of %d images already decoded", len(dataset.images) - len(todo), len(dataset.images))
+        log.info("resuming: %d of %d images already decoded", len(mine) - len(todo), len(mine))
     for image in tqdm(todo, desc="decode", unit="img"):
         try:
             visible, amodal = decode_one_image(image, models, params, inputs, dataset.annotation_file)
         except ImageSkipError as e:
             handle_image_error(on_error, "decode", image, e, skips)
+            write_skip_part(store.dir, skips[-1])
             continue
         store.write(image.id, visible, amodal)
-    check_skipped_fraction(skips, n_images, max_skipped_fraction, str(dataset.annotation_file))
-    dataset = without_skipped_images(dataset, skips)
-    n_visible, n_amodal = store.finalize([im.id for im in dataset.images])
-    write_skips(amodal_path, skips)
+        clear_skip_part(store.dir, image.id)
+    image_ids = [im.id for im in dataset.images]
+    counts = merge_when_complete(
+        store.dir, lambda: unfinished(store.dir, store.missing(image_ids)),
+        lambda: merge_predictions(store, image_ids, skips, n_images, max_skipped_fraction,
+                                  str(dataset.annotation_file)),
+        shard, f"{visible_path} and {amodal_path}")
+    n_visible, n_amodal = counts if counts is not None else (None, None)
     return DecodeSummary(Path(visible_path), Path(amodal_path), len(dataset.images), n_visible, n_amodal, len(todo), smoke)
+
+
+def merge_predictions(store: PartStore, image_ids: list[int], known_skips: list[Skip], n_images: int,
+                      max_skipped_fraction: float, where: str) -> tuple[int, int]:
+    """Both prediction files from the parts of `image_ids` (finished or skipped) and the skip
+    list beside the amodal file (`known_skips` + the images skipped here); returns the counts."""
+    counts, skips = merge_with_skips(store.dir, image_ids, known_skips, n_images, max_skipped_fraction,
+                                     where, store.finalize)
+    write_skips(store.amodal_path, skips)
+    return counts
