@@ -112,8 +112,8 @@ def rows_to_host(captured: list[dict[int, torch.Tensor]]) -> list[dict[int, torc
     """Captured rows of several forwards ({layer: Tensor} each) on the host, float32, moved in
     ONE device-to-host copy (each copy waits for the GPU)."""
     flat = [t for rows in captured for t in rows.values()]
-    if not flat or all(t.device.type == "cpu" for t in flat):
-        return [{layer: t.float() for layer, t in rows.items()} for rows in captured]
+    if not flat:
+        return [{} for _ in captured]
     host = torch.cat([t.float().reshape(-1) for t in flat]).cpu()
     out, at = [], 0
     for rows in captured:
