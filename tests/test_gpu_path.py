@@ -2,6 +2,7 @@
 real loading code path (transformers' device_map through accelerate) on a checkpoint folder."""
 
 import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from pipeline.attention.params import VlmModelParams
 from pipeline.attention.smoke_models import build_smoke_vlm
 from pipeline.decoding.params import DecodeParams, SamModelParams
 from pipeline.decoding.sam import load_sam_models
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
