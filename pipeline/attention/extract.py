@@ -101,8 +101,6 @@ class PrefixReuseRunner:
         self.state = prefill(model, _to_model(first.model_inputs, model), prefix_len)
 
     def _suffix(self, prompt: EncodedPrompt):
-        import torch
-
         if not np.array_equal(prompt.input_ids[: self.prefix_len], self.prefix_ids):
             raise RuntimeError("prompt does not start with the prefilled prefix")
         return device_tensor(prompt.input_ids[self.prefix_len:], self.model.device)[None]
