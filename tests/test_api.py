@@ -223,7 +223,7 @@ def test_named_context_object_completes_the_amodal_mask(model, scene, monkeypatc
     target, other = objects[t], objects[o]
     answer = json.dumps({"occlusions": [{"object": category_phrase(target[1]),
                                          "occluded_by": [category_phrase(other[1])]}]})
-    monkeypatch.setattr(X.PrefixReuseRunner, "generate", lambda self, prompt, n: "Here: " + answer)
+    monkeypatch.setattr(X, "generate_answers", lambda model, tok, prompts, n: ["Here: " + answer] * len(prompts))
     preds = model.predict_objects(rgb, [target, other])
     pred = preds[0]
     occ = pred.occlusion
