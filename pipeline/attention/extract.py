@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.attention import maps as M
-from pipeline.attention.capture import device_tensor, rows_to_host
+from pipeline.attention.capture import rows_to_host
 from pipeline.attention.generation import generate_answers
 from pipeline.attention.cache import (
     AttentionCacheWriter, CacheFormatError, CacheInfo, ImageAttention, InstanceAttention, read_info,
@@ -103,7 +103,10 @@ class PrefixReuseRunner:
     def _suffix(self, prompt: EncodedPrompt):
         if not np.array_equal(prompt.input_ids[: self.prefix_len], self.prefix_ids):
             raise RuntimeError("prompt does not start with the prefilled prefix")
-        return device_tensor(prompt.input_ids[self.prefix_len:], self.model.device)[None]
+        import torch
+
+        # on the host: run_suffix checks it there and moves it without a device sync
+        return torch.from_numpy(prompt.input_ids[self.prefix_len:])[None]
 
     def rows(self, prompt: EncodedPrompt, rows: list[int]) -> dict:
         from pipeline.attention.prefix_reuse import run_suffix
