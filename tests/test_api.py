@@ -224,7 +224,7 @@ def test_named_context_object_completes_the_amodal_mask(model, scene, monkeypatc
     target, other = objects[t], objects[o]
     answer = json.dumps({"occlusions": [{"object": category_phrase(target[1]),
                                          "occluded_by": [category_phrase(other[1])]}]})
-    monkeypatch.setattr(X.PrefixReuseRunner, "generate", lambda self, prompt, n: "Here: " + answer)
+    monkeypatch.setattr(X, "generate_answers", lambda model, tok, prompts, n: ["Here: " + answer] * len(prompts))
     preds = model.predict_objects(rgb, [target, other])
     pred = preds[0]
     occ = pred.occlusion
@@ -284,11 +284,11 @@ def answer(monkeypatch, occluded_by):
     text = json.dumps({"occlusions": [{"object": "red box", "occluded_by": occluded_by}]})
     asked = []
 
-    def generate(self, prompt, n):
-        asked.append(prompt.rendered)
-        return text
+    def generate_answers(model, tokenizer, prompts, n):
+        asked.extend(p.rendered for p in prompts)
+        return [text] * len(prompts)
 
-    monkeypatch.setattr(X.PrefixReuseRunner, "generate", generate)
+    monkeypatch.setattr(X, "generate_answers", generate_answers)
     return asked
 
 

@@ -79,7 +79,7 @@ def test_occlusion_answer_is_parsed_and_matched(dataset, tmp_path, onevision, mo
 
     answer = json.dumps({"occlusions": [{"object": category_phrase(a.category_name),
                                          "occluded_by": [category_phrase(b.category_name), "unicorn"]}]})
-    monkeypatch.setattr(X.PrefixReuseRunner, "generate", lambda self, prompt, n: "Sure. " + answer)
+    monkeypatch.setattr(X, "generate_answers", lambda model, tok, prompts, n: ["Sure. " + answer] * len(prompts))
     params = ExtractParams(layers=[-1], max_new_tokens=4)
     out = X.run_extract(onevision, dataset, params, tmp_path / "a.h5", progress=False)
     im = next(iter_images(out))

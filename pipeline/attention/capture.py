@@ -75,7 +75,7 @@ def _row_probabilities(module, query, key, attention_mask, scaling, is_causal, r
     resolved = [r + q_len if r < 0 else r for r in rows]
     if any(r < 0 or r >= q_len for r in resolved):
         raise IndexError(f"capture rows {rows} out of range for a forward of {q_len} query tokens")
-    index = torch.tensor(resolved, device=query.device)
+    index = device_tensor(resolved, query.device)
     groups = n_heads // n_kv_heads
     scale = head_dim**-0.5 if scaling is None else scaling
     # [B, KV, G, R, D] @ [B, KV, 1, D, K]: query head h uses KV head h // G (as repeat_kv), no K copy
@@ -97,6 +97,32 @@ def _row_probabilities(module, query, key, attention_mask, scaling, is_causal, r
             allowed = torch.arange(kv_len, device=query.device)[None, :] <= index[:, None]
             scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.softmax(scores, dim=-1)
+
+
+def device_tensor(values, device) -> torch.Tensor:
+    """int64 tensor of `values` on `device`; to CUDA through pinned memory without blocking
+    the host (a plain host-to-device copy waits for all queued GPU work)."""
+    host = torch.as_tensor(values, dtype=torch.long)
+    if torch.device(device).type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def rows_to_host(captured: list[dict[int, torch.Tensor]]) -> list[dict[int, torch.Tensor]]:
+    """Captured rows of several forwards ({layer: Tensor} each) on the host, float32, moved in
+    ONE device-to-host copy (each copy waits for the GPU)."""
+    flat = [t for rows in captured for t in rows.values()]
+    if not flat:
+        return [{} for _ in captured]
+    host = torch.cat([t.float().reshape(-1) for t in flat]).cpu()
+    out, at = [], 0
+    for rows in captured:
+        moved = {}
+        for layer, t in rows.items():
+            moved[layer] = host[at:at + t.numel()].view(t.shape)
+            at += t.numel()
+        out.append(moved)
+    return out
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, dropout=0.0,

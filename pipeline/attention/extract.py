@@ -1,10 +1,14 @@
 """The extract stage: per image, the VLM's occlusion answer and each instance's target maps,
 written to the attention cache (`pipeline/attention/cache.py`), resumably.
 
+Per batch of `extract.generation_batch` images (`occlusion_answers`): the occlusion prompts
+(template `occlusion` with each image's phrases) answered greedily in one `generate` call
+(`generation.py`: left padding, stop at the end of the JSON answer; equal to one-at-a-time).
+
 Per image (`extract_image`):
 1. prompts: one target prompt per instance (template `target` with the instance's phrase and
-   box), the occlusion prompt (template `occlusion` with the image's phrases), and with
-   sink removal the generic prompt (target template, `sink_phrase`, whole-image box);
+   box), and with sink removal the generic prompt (target template, `sink_phrase`,
+   whole-image box);
 2. token placement of the image (F2's `placement_for`); every prompt must hold the same
    image-token positions;
 3. a runner executes the prompts: with prefix reuse (default) the image and the prompts'
@@ -12,11 +16,13 @@ Per image (`extract_image`):
    first query row; it must contain every image token) are prefilled once and each prompt's
    suffix runs on that KV cache; without reuse every prompt is a full forward. Both give the
    same maps (tests/test_extract_stage.py);
-4. the occlusion answer by greedy generation, parsed and matched (`occlusion.py`); a parse
-   failure is recorded as the image's occlusion_error;
-5. per instance the captured rows → maps (`maps.py`), with the fallback flag.
+4. the occlusion answer (generated for the batch, or here when none is given), parsed and
+   matched (`occlusion.py`); a parse failure is recorded as the image's occlusion_error;
+5. the captured rows of all instances, moved to the host in one copy (no per-instance
+   device sync), → maps (`maps.py`), with the fallback flag.
 
-The stage (`run_extract`) loops over the dataset's images with tqdm, writes each finished
+The stage (`run_extract`) loops over the dataset's images with tqdm (in batches of
+`generation_batch` for the occlusion answers), writes each finished
 image to its own part file (atomic), skips images whose part exists on a re-run, and merges
 the parts into the cache atomically at the end. Run as several processes, each takes its
 shard of the images and the last to finish merges (`pipeline/scaling/`).
@@ -32,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.attention import maps as M
+from pipeline.attention.capture import rows_to_host
+from pipeline.attention.generation import generate_answers
 from pipeline.attention.cache import (
     AttentionCacheWriter, CacheFormatError, CacheInfo, ImageAttention, InstanceAttention, read_info,
 )
@@ -86,15 +94,6 @@ class FullForwardRunner:
             self.model(**_to_model(prompt.model_inputs, self.model), use_cache=False)
         return {layer: t[0] for layer, t in rec.result.items()}
 
-    def generate(self, prompt: EncodedPrompt, max_new_tokens: int) -> str:
-        """Greedy answer to `prompt` (special tokens removed)."""
-        inputs = _to_model(prompt.model_inputs, self.model)
-        out = self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-            temperature=None, top_p=None, top_k=None,
-        )
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
 
 class PrefixReuseRunner:
     """The image and the shared prompt prefix are prefilled once (F1's `prefix_reuse`); each
@@ -109,11 +108,12 @@ class PrefixReuseRunner:
         self.state = prefill(model, _to_model(first.model_inputs, model), prefix_len)
 
     def _suffix(self, prompt: EncodedPrompt):
-        import torch
-
         if not np.array_equal(prompt.input_ids[: self.prefix_len], self.prefix_ids):
             raise RuntimeError("prompt does not start with the prefilled prefix")
-        return torch.as_tensor(prompt.input_ids[self.prefix_len:], device=self.model.device)[None]
+        import torch
+
+        # on the host: run_suffix checks it there and moves it without a device sync
+        return torch.from_numpy(prompt.input_ids[self.prefix_len:])[None]
 
     def rows(self, prompt: EncodedPrompt, rows: list[int]) -> dict:
         from pipeline.attention.prefix_reuse import run_suffix
@@ -122,17 +122,6 @@ class PrefixReuseRunner:
             raise RuntimeError(f"query rows {rows} lie inside the shared prefix of {self.prefix_len} tokens")
         suffix_rows = [r - self.prefix_len for r in rows]
         return run_suffix(self.model, self.state, self._suffix(prompt), suffix_rows, self.layers)
-
-    def generate(self, prompt: EncodedPrompt, max_new_tokens: int) -> str:
-        from pipeline.attention.prefix_reuse import generate_from_prefix
-
-        new_ids = generate_from_prefix(self.model, self.state, self._suffix(prompt), max_new_tokens)
-        return self.tokenizer.decode(_as_list(new_ids), skip_special_tokens=True)
-
-
-def _as_list(ids) -> list[int]:
-    arr = ids.detach().cpu().numpy() if hasattr(ids, "detach") else np.asarray(ids)
-    return [int(x) for x in arr.reshape(-1)]
 
 
 def shared_prefix_length(prompts: list[EncodedPrompt]) -> int:
@@ -174,12 +163,59 @@ def load_image(record: ImageRecord):
     return Image.fromarray(read_image_checked(record.path, record.width, record.height, record.id))
 
 
+@dataclass
+class OcclusionAnswer:
+    """An image's occlusion prompt (its image inputs are reused by the target prompts) and
+    the model's raw answer."""
+
+    prompt: EncodedPrompt
+    text: str
+
+
+def image_phrases(record: ImageRecord, params: ExtractParams) -> dict[int, str]:
+    """{instance id: the phrase naming its category in prompts}."""
+    return {inst.id: category_phrase(inst.category_name, params.phrase_overrides) for inst in record.instances}
+
+
+def occlusion_prompt(processor, job: ImageJob, params: ExtractParams,
+                     occlusion_names: list[str] | None = None) -> EncodedPrompt | None:
+    """The image's occlusion prompt; None when not asked or the image has no instances.
+    `occlusion_names` as in `extract_image`."""
+    if not params.ask_occlusion or not job.record.instances:
+        return None
+    templates = params.all_templates()
+    if params.occlusion_listing == "free":
+        question = occlusion_question(templates["occlusion_free"], None)
+    else:
+        names = occlusion_names if occlusion_names is not None else \
+            list(dict.fromkeys(image_phrases(job.record, params).values()))
+        question = occlusion_question(templates["occlusion"], names)
+    return encode_prompt(processor, job.image, question, False)
+
+
+def occlusion_answers(vlm, jobs: list[ImageJob], params: ExtractParams,
+                      occlusion_names: list[str] | None = None) -> list[OcclusionAnswer | None]:
+    """Occlusion answers of `jobs` (None where `occlusion_prompt` is None), generated
+    `params.generation_batch` prompts per `generate` call."""
+    prompts = [occlusion_prompt(vlm.processor, job, params, occlusion_names) for job in jobs]
+    asked = [i for i, p in enumerate(prompts) if p is not None]
+    answers: list[OcclusionAnswer | None] = [None] * len(jobs)
+    for start in range(0, len(asked), params.generation_batch):
+        chunk = asked[start:start + params.generation_batch]
+        texts = generate_answers(vlm.model, vlm.processor.tokenizer, [prompts[i] for i in chunk], params.max_new_tokens)
+        for i, text in zip(chunk, texts):
+            answers[i] = OcclusionAnswer(prompts[i], text)
+    return answers
+
+
 def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], reuse_prefix: bool = True,
-                  occlusion_names: list[str] | None = None) -> ImageAttention:
+                  occlusion_names: list[str] | None = None, answer: OcclusionAnswer | None = None) -> ImageAttention:
     """Occlusion answer and target maps of one image (see module docstring).
 
     `occlusion_names`: the names listed in the occlusion question ('listed' mode); None =
-    the image's instance phrases. `vlm` is a `LoadedVlm` whose language model has capture enabled.
+    the image's instance phrases. `answer`: the image's occlusion answer from
+    `occlusion_answers` (None = generated here when asked). `vlm` is a `LoadedVlm` whose
+    language model has capture enabled.
     """
     from pipeline.attention.placement import placement_for
 
@@ -187,13 +223,16 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
     model, processor = vlm.model, vlm.processor
     templates = params.all_templates()
     layout = placement_for(model.config, processor, (record.height, record.width))
-    phrases = {inst.id: category_phrase(inst.category_name, params.phrase_overrides) for inst in record.instances}
+    phrases = image_phrases(record, params)
     result = ImageAttention(record.id, record.width, record.height, layout.placement, {})
     if not record.instances:
         result.occlusion_error = OCCLUSION_NO_INSTANCES
         return result
+    if params.ask_occlusion and answer is None:
+        answer = occlusion_answers(vlm, [job], params, occlusion_names)[0]
 
-    image_inputs = None  # the image processor runs once; later prompts reuse its output
+    # the image processor runs once; later prompts reuse its output
+    image_inputs = answer.prompt.image_inputs if answer is not None else None
 
     def encode(question, include_last_token=params.include_last_token):
         nonlocal image_inputs
@@ -208,15 +247,7 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
         for inst in record.instances
     }
     prompts = list(targets.values())
-    occ_prompt = sink_prompt = None
-    if params.ask_occlusion:
-        if params.occlusion_listing == "free":
-            question = occlusion_question(templates["occlusion_free"], None)
-        else:
-            names = occlusion_names if occlusion_names is not None else list(dict.fromkeys(phrases.values()))
-            question = occlusion_question(templates["occlusion"], names)
-        occ_prompt = encode(question, include_last_token=False)
-        prompts.append(occ_prompt)
+    sink_prompt = None
     if params.sink_removal:
         whole = box_text((0, 0, record.width, record.height), record.width, record.height, params.box_decimals)
         sink_prompt = encode(target_question(templates["target"], params.sink_phrase, whole))
@@ -233,8 +264,8 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
         runner = FullForwardRunner(model, processor.tokenizer, layers)
 
     entries = None
-    if occ_prompt is not None:
-        result.occlusion_raw = runner.generate(occ_prompt, params.max_new_tokens)
+    if answer is not None:
+        result.occlusion_raw = answer.text
         try:
             entries = parse_occlusion_answer(result.occlusion_raw)
             result.occlusion_json = entries_to_json(entries)
@@ -247,10 +278,11 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
     if sink_prompt is not None:
         sink_heads = M.head_maps(runner.rows(sink_prompt, sink_prompt.query_rows), layers, positions, layout.keep)
 
+    captured = rows_to_host([runner.rows(p, p.query_rows) for p in targets.values()])
     refs = [InstanceRef(inst.id, phrases[inst.id], inst.bbox) for inst in record.instances]
-    for inst, ref in zip(record.instances, refs):
+    for inst, ref, rows in zip(record.instances, refs, captured):
         prompt = targets[inst.id]
-        heads = M.head_maps(runner.rows(prompt, prompt.query_rows), layers, positions, layout.keep)
+        heads = M.head_maps(rows, layers, positions, layout.keep)
         res = M.instance_maps(
             heads, aggregation=params.head_aggregation, k=params.top_k_heads, sink_heads=sink_heads,
             sink_epsilon=params.sink_epsilon, flat_ratio=params.flat_ratio,
@@ -350,16 +382,20 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
     if done:
         log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
     enable_capture(vlm.model)
-    with torch.inference_mode():
-        for record in tqdm(todo, desc="extract", unit="img", disable=not progress):
-            try:
-                job = ImageJob(record, load_image(record))
-            except ImageSkipError as e:
-                handle_image_error(on_error, "extract", record, e, skips)
-                write_skip_part(parts_dir(out), skips[-1])
-                continue
-            writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix))
-            clear_skip_part(parts_dir(out), record.id)
+    with torch.inference_mode(), tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
+        for start in range(0, len(todo), params.generation_batch):
+            jobs = []
+            for record in todo[start:start + params.generation_batch]:
+                try:
+                    jobs.append(ImageJob(record, load_image(record)))
+                except ImageSkipError as e:
+                    handle_image_error(on_error, "extract", record, e, skips)
+                    write_skip_part(parts_dir(out), skips[-1])
+                    bar.update()
+            for job, answer in zip(jobs, occlusion_answers(vlm, jobs, params)):
+                writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix, answer=answer))
+                clear_skip_part(parts_dir(out), job.record.id)
+                bar.update()
     merged = merge_when_complete(
         parts_dir(out), lambda: unfinished(parts_dir(out), missing_parts(out, all_ids)),
         lambda: merge_cache(out, dataset, info, max_skipped_fraction), shard, str(out))

@@ -56,6 +56,19 @@ def _first_json_object(text: str):
     raise OcclusionParseError("no JSON object found in the answer")
 
 
+def answer_is_complete(text: str) -> bool:
+    """True when the text from its first "{" decodes as one JSON value: the object the parser
+    takes first is then fixed, so no further text can change the parsed answer."""
+    start = text.find("{")
+    if start < 0:
+        return False
+    try:
+        json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def parse_occlusion_answer(text: str) -> list[OcclusionEntry]:
     """Entries of a schema-valid answer; `OcclusionParseError` naming the violation otherwise."""
     obj = _first_json_object(text)

@@ -164,7 +164,10 @@ class ExtractParams:
     occlusion_listing  'listed': the question names the image's object phrases (template
                        `occlusion`); 'free': the model lists the objects itself (template
                        `occlusion_free`, single-image mode); matching is by name either way
-    max_new_tokens     greedy-generation budget of the occlusion answer (default 256)
+    max_new_tokens     greedy-generation budget of the occlusion answer (default 256); an
+                       answer ends earlier at an end token or once its JSON is complete
+    generation_batch   images whose occlusion answers are generated in one batched call
+                       (left padding; answers equal one-at-a-time greedy ones; default 8)
     flat_ratio         an instance is flagged 'flat' when, for its layer-mean map,
                        max / mean < flat_ratio (a uniform map has ratio 1; default 1.5)
     """
@@ -184,6 +187,7 @@ class ExtractParams:
     occlusion_listing: str = "listed"
     max_new_tokens: int = 256
     flat_ratio: float = 1.5
+    generation_batch: int = 8
 
     def __post_init__(self) -> None:
         check_layers(self.layers)
@@ -201,6 +205,9 @@ class ExtractParams:
             raise ValueError(f"extract.sink_epsilon must be > 0, got {self.sink_epsilon!r}")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f"extract.max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not isinstance(self.generation_batch, int) or isinstance(self.generation_batch, bool) \
+                or self.generation_batch < 1:
+            raise ValueError(f"extract.generation_batch must be a positive integer, got {self.generation_batch!r}")
         if not isinstance(self.box_decimals, int) or not 0 <= self.box_decimals <= 4:
             raise ValueError(f"extract.box_decimals must be an integer in 0..4, got {self.box_decimals!r}")
         if not (isinstance(self.flat_ratio, (int, float)) and self.flat_ratio >= 1):

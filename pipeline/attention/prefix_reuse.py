@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from pipeline.attention.capture import CAPTURE_ATTN, capture_rows, enable_capture
+from pipeline.attention.capture import CAPTURE_ATTN, capture_rows, device_tensor, enable_capture
 
 _TEXT_ONLY_KEYS = ("input_ids", "attention_mask")
 
@@ -93,6 +93,13 @@ def _check_suffix(model, state: PrefixState, suffix_ids: torch.Tensor) -> None:
     _check_cache(state)
 
 
+def _on_model_device(model, suffix_ids: torch.Tensor) -> torch.Tensor:
+    """Suffix ids on the model's device; host ids go without blocking the host (`device_tensor`)."""
+    if suffix_ids.device == model.device:
+        return suffix_ids
+    return device_tensor(suffix_ids, model.device)
+
+
 def _forward_on_cache(model, cache, past_len: int, ids: torch.Tensor):
     """Forward `ids` after the `past_len` positions held by `cache` (which grows by len(ids))."""
     mask = torch.ones(1, past_len + ids.shape[1], dtype=torch.long, device=ids.device)
@@ -107,9 +114,11 @@ def run_suffix(model, state: PrefixState, suffix_ids: torch.Tensor, target_rows:
     `suffix_ids` [1, S] are the tokens following the prefix; `target_rows` index them
     (0..S-1, so the absolute position is prefix_len + row); K = prefix_len + S covers all
     keys. Switches the language model to the capture attention if needed (outputs unchanged).
-    The cache is cropped back to the prefix afterwards, also on error.
+    The cache is cropped back to the prefix afterwards, also on error. Host `suffix_ids` are
+    checked on the host and moved without a device sync.
     """
     _check_suffix(model, state, suffix_ids)
+    suffix_ids = _on_model_device(model, suffix_ids)
     if model.config.get_text_config()._attn_implementation != CAPTURE_ATTN:
         enable_capture(model)
     try:
@@ -138,6 +147,7 @@ def generate_from_prefix(model, state: PrefixState, suffix_ids: torch.Tensor, ma
     is included as `generate` does. The cache is cropped back to the prefix afterwards.
     """
     _check_suffix(model, state, suffix_ids)
+    suffix_ids = _on_model_device(model, suffix_ids)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     stop = _eos_ids(model, eos_token_ids)

@@ -2,7 +2,8 @@
 
 Real profile: the family comes from the checkpoint's `config.model_type` ('llava',
 'llava_next', 'llava_onevision'); the model class is the family's
-`*ForConditionalGeneration` with SDPA attention (the capture switches only the language
+`*ForConditionalGeneration` in `dtype` (bf16 on CUDA), placed by transformers' `device_map`
+(weights load straight onto the device; needs `accelerate`), with SDPA attention (the capture switches only the language
 model to its own attention function later); the processor uses the PIL image-processor
 backend (no torchvision). OneVision's real processor class requires a video processor
 that needs torchvision, so its image-only subclass from `smoke_models` is used.
@@ -210,14 +211,12 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
         model_cls = getattr(tf, _MODEL_CLASSES[family])
         model = model_cls.from_pretrained(
             params.id, config=config, dtype=dtype, attn_implementation="sdpa",
-            device_map=device if device != "cpu" else None, **hub_kwargs,
+            device_map=device, **hub_kwargs,
         )
     except OSError as e:
         if local:
             raise VlmNotAvailableError(f"{params.id}: incomplete model folder ({e})") from e
         raise _not_available(params, e, access) from e
-    if device == "cpu":
-        model.to(device)
     model.eval()
     model.requires_grad_(False)
     revision = snapshot_revision(params.id, params.cache_dir, params.revision)

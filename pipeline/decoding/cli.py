@@ -38,7 +38,7 @@ def decode_command(
     occluders: str = typer.Option(_D.occluders, "--occluders", help="Occluders for occluder_* completions: vlm | gt | overlap."),
     modal_given: bool = typer.Option(_D.modal_given, "--modal-given/--no-modal-given", help="Complete amodal masks from ground-truth visible masks (modal-given protocol)."),
     max_queries_per_call: Optional[int] = typer.Option(None, "--max-queries-per-call", min=1, help="Cap on instances per decoder call; default: all of an image in one call."),
-    device: str = typer.Option(_D.device, "--device", help="Torch device for EfficientSAM (cpu, cuda, ...)."),
+    device: str = typer.Option(_D.device, "--device", help="Torch device for EfficientSAM (auto = CUDA when available, cpu, cuda, cuda:N)."),
 ) -> None:
     """EfficientSAM visible and amodal masks for every instance, as COCO-RLE prediction files."""
     from pipeline.attention.cache import CacheFormatError

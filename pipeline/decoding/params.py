@@ -62,7 +62,9 @@ class DecodeParams:
                           amodal entries say `modal_given: true` and get score 1.0
     max_queries_per_call  None: all instances of an image in ONE decoder call (queries =
                           instances); an int caps the queries per call to bound memory
-    device                torch device for EfficientSAM ('cpu', 'cuda', ...)
+    device                torch device for EfficientSAM: 'auto' (CUDA when available, else
+                          CPU; the VLM's `models.vlm.device` resolves the same way, so both
+                          models share the GPU) | 'cpu' | 'cuda' | 'cuda:N'
     """
 
     prompt_mode: str = "points"
@@ -70,9 +72,11 @@ class DecodeParams:
     occluders: str = "vlm"
     modal_given: bool = False
     max_queries_per_call: int | None = None
-    device: str = "cpu"
+    device: str = "auto"
 
     def __post_init__(self):
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"decode.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.prompt_mode not in PROMPT_MODES:
             raise ValueError(f"decode.prompt_mode {self.prompt_mode!r}: expected one of {PROMPT_MODES}")
         if self.completion not in COMPLETIONS:

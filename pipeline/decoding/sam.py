@@ -50,9 +50,13 @@ def load_sam_models(profile: str, params: SamModelParams, use_amodal_decoder: bo
     """EfficientSAM for `profile`: 'smoke' -> seeded random weights; 'real' -> the checkpoint found
     by `pipeline.weights.resolve_efficient_sam` (a missing one is an error, never random weights).
 
+    `device`: 'auto' = CUDA when available (`pipeline.attention.vlm.resolve_device`).
     With `use_amodal_decoder` the amodal decoder comes from `params.amodal_decoder`; required in
     the real profile, a copy of the seeded visible decoder in the smoke profile when not given.
     """
+    from pipeline.attention.vlm import resolve_device
+
+    device = resolve_device(device)
     if profile == "smoke":
         model = build_seeded_efficient_sam(params.variant)
         checkpoint = None
