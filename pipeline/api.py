@@ -43,6 +43,7 @@ from pipeline.attention.cache import CacheInfo, ImageAttention
 from pipeline.attention.params import ExtractParams, VlmModelParams
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.decoding.params import DecodeParams, SamModelParams, sam_models_from_section
+from pipeline.errors import VlmsamError
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
 from pipeline.profiles import apply_overrides
 from pipeline.sampling.params import SampleParams
@@ -54,7 +55,7 @@ IMAGE_ID = 0  # the id of the one image of the in-memory record
 IN_MEMORY = "<in-memory image>"
 
 
-class PredictInputError(ValueError):
+class PredictInputError(VlmsamError, ValueError):
     """A bad image, box, class name or parameter for single-image prediction."""
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import typer
 
+from pipeline.errors import VlmsamError
+
 WEIGHTS_DIR_ENV = "VLMSAM_WEIGHTS_DIR"
 PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 EFFICIENT_SAM_REPO = "https://github.com/yformer/EfficientSAM"
@@ -38,7 +40,7 @@ AMODAL_PARAM = "models.efficient_sam.amodal_decoder"
 VLM_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(VlmsamError, FileNotFoundError):
     """A checkpoint the run needs is not where the pipeline looks; the message says how to fix it."""
 
 

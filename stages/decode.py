@@ -1,27 +1,21 @@
 """DVC stage `decode`: cache/points.parquet (+ cache/attention.h5 for the VLM's occluders) ->
 cache/pred_visible.json + cache/pred_amodal.json.
 
-Run as `python -m stages.decode [--params params.yaml]`; reads the `dataset`, `models` and
-`decode` sections and the optional top-level `prompt_mode` shared with the sample stage.
+Run as `python -m stages.decode [--params params.yaml] [--debug]`; reads the `dataset`, `models`
+and `decode` sections and the optional top-level `prompt_mode` shared with the sample stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from pipeline.datasets.params import DatasetParams, load
-from pipeline.decoding.params import (
-    DEFAULT_AMODAL,
-    DEFAULT_CACHE,
-    DEFAULT_POINTS,
-    DEFAULT_VISIBLE,
-    DecodeParams,
-    sam_models_from_section,
-)
-from pipeline.decoding.run import DecodeSummary, run_decode
-from pipeline.params_file import DEFAULT_PARAMS, load_params, section
+from pipeline.decoding.run import DecodeSummary
+from pipeline.decoding.stage import run_stage
+from pipeline.errors import run_entry
+from pipeline.params_file import DEFAULT_PARAMS
 
 
 def main(argv: list[str] | None = None) -> DecodeSummary:
@@ -30,13 +24,8 @@ def main(argv: list[str] | None = None) -> DecodeSummary:
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    dataset = load(DatasetParams.from_dict(section(params, "dataset", args.params)))
-    profile, sam_params = sam_models_from_section(section(params, "models", args.params))
-    decode_params = DecodeParams.from_dict(section(params, "decode", args.params), params.get("prompt_mode"))
-    return run_decode(dataset, decode_params, profile, sam_params,
-                      DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL)
+    return run_stage(args.params)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_entry(main))

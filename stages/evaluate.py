@@ -1,6 +1,6 @@
 """DVC stage `evaluate`: cache/pred_amodal.json + cache/pred_visible.json -> reports/.
 
-Run as `python -m stages.evaluate [--params params.yaml]`; reads the `dataset` and
+Run as `python -m stages.evaluate [--params params.yaml] [--debug]`; reads the `dataset` and
 `evaluate` sections.
 """
 
@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from pipeline.datasets.params import DatasetParams, load
-from pipeline.evaluation import EvaluateParams, evaluate
-from pipeline.params_file import DEFAULT_PARAMS, load_params, section
-
-PRED_AMODAL = Path("cache/pred_amodal.json")
-PRED_VISIBLE = Path("cache/pred_visible.json")
-REPORTS_DIR = Path("reports")
+from pipeline.errors import run_entry
+from pipeline.evaluation.stage import run_stage
+from pipeline.params_file import DEFAULT_PARAMS
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -25,12 +22,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameter file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    dataset_params = DatasetParams.from_dict(section(params, "dataset", args.params))
-    evaluate_params = EvaluateParams.from_dict(section(params, "evaluate", args.params))
-    dataset = load(dataset_params)
-    return evaluate(dataset, PRED_AMODAL, PRED_VISIBLE, REPORTS_DIR, evaluate_params)
+    return run_stage(args.params)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_entry(main))

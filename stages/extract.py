@@ -1,49 +1,21 @@
 """DVC stage `extract`: dataset images → VLM occlusion answers and target attention maps →
 cache/attention.h5.
 
-Run as `python -m stages.extract [--params params.yaml] [--out cache/attention.h5]`; reads
-the `dataset`, `models` (profile + vlm) and `extract` sections. Resumable: re-running after
-an interruption skips the images already extracted.
+Run as `python -m stages.extract [--params params.yaml] [--out cache/attention.h5] [--debug]`;
+reads the `dataset`, `models` (profile + vlm) and `extract` sections. Resumable: re-running
+after an interruption skips the images already extracted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
+import sys
 from pathlib import Path
 
-from pipeline.params_file import DEFAULT_PARAMS, load_params, section
-
-ATTENTION_CACHE = Path("cache/attention.h5")
-
-
-def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS, out: str | os.PathLike = ATTENTION_CACHE,
-              reuse_prefix: bool = True, max_images: int | None = None, profile: str | None = None,
-              progress: bool = True) -> Path:
-    """Read the parameter file, load dataset and VLM, extract into `out`.
-
-    `max_images` / `profile` override dataset.max_images / models.profile when given.
-    """
-    from dataclasses import replace
-
-    from pipeline.attention.extract import run_extract
-    from pipeline.attention.params import ExtractParams, VlmModelParams
-    from pipeline.attention.vlm import load_vlm
-    from pipeline.datasets.params import DatasetParams, load
-
-    params = load_params(params_path)
-    dataset_params = DatasetParams.from_dict(section(params, "dataset", params_path))
-    models = dict(section(params, "models", params_path))
-    if profile is not None:
-        models["profile"] = profile
-    vlm_params = VlmModelParams.from_models_section(models)
-    extract_params = ExtractParams.from_dict(section(params, "extract", params_path))
-    if max_images is not None:
-        dataset_params = replace(dataset_params, max_images=max_images)
-    dataset = load(dataset_params)
-    vlm = load_vlm(vlm_params)
-    return run_extract(vlm, dataset, extract_params, out, reuse_prefix=reuse_prefix, progress=progress)
+from pipeline.attention.stage import ATTENTION_CACHE, run_stage
+from pipeline.errors import run_entry
+from pipeline.params_file import DEFAULT_PARAMS
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -58,4 +30,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_entry(main))

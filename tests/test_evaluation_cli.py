@@ -88,7 +88,7 @@ def test_stage_reads_params_and_writes_reports(synth_gt, tmp_path, monkeypatch):
     Path("params.yaml").write_text(yaml.safe_dump({
         "dataset": {"flavour": "d2sa", "annotations": str(synth_gt), "max_images": 4},
         "evaluate": {"occlusion_bins": 5},
-        "decode": {"ignored": "by this stage"},
+        "decode": {"completion": "hull"},  # another stage's section: not read here
     }))
     from stages.evaluate import main
 

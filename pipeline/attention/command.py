@@ -22,7 +22,7 @@ def extract_command(
     """VLM occlusion reasoning and per-instance target attention maps -> attention cache."""
     from pipeline.attention.vlm import VlmNotAvailableError
     from pipeline.datasets import DatasetError
-    from stages.extract import run_stage
+    from pipeline.attention.stage import run_stage
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
