@@ -45,7 +45,7 @@ from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.decoding.params import DecodeParams, SamModelParams, sam_models_from_section
 from pipeline.errors import VlmsamError
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
-from pipeline.profiles import apply_overrides
+from pipeline.profiles import apply_overrides, with_resolved_profile
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, smooth, split_views, token_values
 
@@ -255,7 +255,7 @@ class PredictSettings:
     def from_params(cls, params: dict, source: str = "params") -> "PredictSettings":
         """From a whole parameter dict (params.yaml's shape: models, extract, sample, decode and
         the optional top-level prompt_mode; other sections are ignored)."""
-        models = section(params, "models", source)
+        models = with_resolved_profile(section(params, "models", source), None, source)  # auto: real weights
         shared_mode = params.get("prompt_mode")
         try:
             vlm = VlmModelParams.from_models_section(models)

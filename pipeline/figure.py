@@ -65,8 +65,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else float("nan")
 
 
-def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
-    """Write the 8-panel pipeline figure for one instance to `out_path` (PNG)."""
+def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike, image_format: str = "png") -> None:
+    """Write the 8-panel pipeline figure for one instance to `out_path` (a path or binary file) in
+    `image_format` ('png' | 'jpeg')."""
     fig = plt.figure(figsize=(16, 8.5))
     grid = fig.add_gridspec(2, 4, hspace=0.25, wspace=0.08)
     title = f"{data.class_name}"
@@ -133,5 +134,5 @@ def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
         ax.set_axis_off()
         ax.set_title("8 vs GT: no ground truth", fontsize=9)
 
-    fig.savefig(out_path, dpi=90, bbox_inches="tight")
+    fig.savefig(out_path, dpi=90, bbox_inches="tight", format=image_format)
     plt.close(fig)

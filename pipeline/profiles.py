@@ -120,7 +120,7 @@ def resolve_profile(models: dict, annotations: str | os.PathLike | None, where: 
                     "; ".join(missing))
         return SMOKE
     raise MissingWeightsError(
-        f"{where}: models.profile auto needs real checkpoints for {annotations} (smoke runs are chosen "
+        f"{where}: models.profile auto needs real checkpoints for {annotations or 'a single image'} (smoke runs are chosen "
         f"automatically only for the embedded sample); missing: {'; '.join(missing)}. "
         "See `vlmsam weights`, or set models.profile: smoke for a smoke run")
 

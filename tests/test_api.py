@@ -200,6 +200,13 @@ def test_predict_command_writes_the_figure_and_shouts_smoke(model, scene, tmp_pa
     assert "SMOKE RUN" in result.output and "visible score" in result.output and "fallback" in result.output
     with Image.open(out) as fig:
         assert fig.format == "PNG" and fig.size[0] > 800 and fig.size[1] > 400
+    jpg = tmp_path / "fig.jpg"
+    at = args.index("--out") + 1
+    assert CliRunner().invoke(app, [*args[:at], str(jpg), *args[at + 1:]]).exit_code == 0
+    with Image.open(jpg) as fig:
+        assert fig.format == "JPEG" and fig.size[0] > 800
+    refused = CliRunner().invoke(app, [*args[:at], str(tmp_path / "fig.gif"), *args[at + 1:]])
+    assert refused.exit_code == 2 and ".gif" in refused.output and not (tmp_path / "fig.gif").exists()
 
     bad = CliRunner().invoke(app, ["predict", str(image), "--box", "5", "5", "1", "1", "--class", name,
                                    "--out", str(tmp_path / "bad.png")])
