@@ -28,12 +28,13 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS, out: str | os.Pat
     params = load_params(params_path)
     with reading(params_path):
         dataset_params = DatasetParams.from_dict(section(params, "dataset", params_path))
+        extract_params = ExtractParams.from_dict(section(params, "extract", params_path))
         models = dict(section(params, "models", params_path))
         if profile is not None:
             models["profile"] = profile
+        VlmModelParams.from_models_section({**models, "profile": "real"})  # values checked before the weights
         models = with_resolved_profile(models, dataset_params.annotations, str(params_path))
         vlm_params = VlmModelParams.from_models_section(models)
-        extract_params = ExtractParams.from_dict(section(params, "extract", params_path))
     if max_images is not None:
         dataset_params = replace(dataset_params, max_images=max_images)
     dataset = load(dataset_params)

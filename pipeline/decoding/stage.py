@@ -26,10 +26,11 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS) -> DecodeSummary:
     params = load_params(params_path)
     with reading(params_path):
         dataset_params = DatasetParams.from_dict(section(params, "dataset", params_path))
+        decode_params = DecodeParams.from_dict(section(params, "decode", params_path), params.get("prompt_mode"))
+        sam_models_from_section({**section(params, "models", params_path), "profile": "real"})  # values checked first
         models = with_resolved_profile(section(params, "models", params_path), dataset_params.annotations,
                                        str(params_path))
         profile, sam_params = sam_models_from_section(models)
-        decode_params = DecodeParams.from_dict(section(params, "decode", params_path), params.get("prompt_mode"))
     dataset = load(dataset_params)
     return run_decode(dataset, decode_params, profile, sam_params,
                       DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL)
