@@ -80,6 +80,8 @@ def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
     assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
     second = _run([str(BIN / "dvc"), "repro"], project)
     assert _ran_stages(second) == [] and "Data and pipelines are up to date" in second
+    demo = _run([str(BIN / "vlmsam"), "demo"], project)  # an alias of the same `dvc repro`
+    assert _ran_stages(demo) == [] and "SMOKE RUN" in demo and "report: reports/report.md" in demo
 
 
 def test_sampling_change_reruns_sample_decode_evaluate_only(project):

@@ -15,7 +15,7 @@ def extract_command(
     max_images: Optional[int] = typer.Option(
         None, "--max-images", min=1, help="Extract only the first N images (overrides dataset.max_images)."),
     profile: Optional[str] = typer.Option(
-        None, "--profile", help="'smoke' (tiny random-weight VLM) or 'real'; overrides models.profile."),
+        None, "--profile", help="'smoke' (tiny random-weight VLM), 'real' or 'auto'; overrides models.profile."),
     no_prefix_reuse: bool = typer.Option(
         False, "--no-prefix-reuse", help="Run every prompt as a full forward (same maps, slower; for checks)."),
 ) -> None:
