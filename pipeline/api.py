@@ -45,6 +45,7 @@ from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.decoding.params import DecodeParams, SamModelParams, sam_models_from_section
 from pipeline.errors import VlmsamError
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
+from pipeline.params_schema import check_known_keys
 from pipeline.profiles import apply_overrides, with_resolved_profile
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, smooth, split_views, token_values
@@ -287,9 +288,11 @@ def resolve_params(params: str | os.PathLike | dict = DEFAULT_PARAMS, overrides:
         raw, source = load_params(params), str(params)
     dotted = {key.replace("__", "."): value for key, value in (overrides or {}).items()}
     try:
-        return apply_overrides(raw, dotted), source
+        resolved = apply_overrides(raw, dotted)
     except KeyError as e:
         raise PredictInputError(f"{source}: {e.args[0]}") from e
+    check_known_keys(resolved, source)  # a dict or an override is as strict as the file
+    return resolved, source
 
 
 # ---------------------------------------------------------------- the model

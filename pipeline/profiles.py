@@ -104,7 +104,8 @@ def resolve_profile(models: dict, annotations: str | os.PathLike | None, where: 
 
     requested = (models or {}).get("profile")
     if requested not in PROFILE_CHOICES:
-        raise ParamsError(f"{where}: models.profile {requested!r}: expected one of {PROFILE_CHOICES}")
+        said = "is missing" if requested is None else f"{requested!r}"
+        raise ParamsError(f"{where}: models.profile {said}: expected one of {PROFILE_CHOICES}")
     if requested == SMOKE:
         log.warning("models.profile smoke: tiny random-weight models, every output is marked SMOKE")
         return SMOKE

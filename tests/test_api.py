@@ -15,6 +15,7 @@ from pipeline.attention.cache import ImageAttention, InstanceAttention
 from pipeline.attention.params import resolve_layers
 from pipeline.cli import app
 from pipeline.decoding.occluders import OCCLUDER_SOURCES
+from pipeline.errors import ParamsError
 from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params
 from pipeline.prompt_limits import MAX_DECODER_POINTS
 from pipeline.sampling.params import SampleParams
@@ -155,6 +156,8 @@ def test_overrides_with_dunder_or_dotted_keys(tmp_path):
     assert params["extract"]["layers"] == [-1] and params["models"]["profile"] == "real"
     with pytest.raises(PredictInputError, match="not a section"):
         resolve_params(smoke_params(), {"nosuch__key": 1})
+    with pytest.raises(ParamsError, match=r"unknown parameter\(s\) \['n_points'\]"):
+        resolve_params(smoke_params(), {"sample__n_points": 1})
     with pytest.raises(FileNotFoundError, match="parameter file not found"):
         resolve_params(tmp_path / "params.yaml")
 
