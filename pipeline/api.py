@@ -50,8 +50,10 @@ from pipeline.attention.cache import CacheInfo, ImageAttention
 from pipeline.attention.params import ExtractParams, VlmModelParams
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.decoding.params import DecodeParams, SamModelParams, sam_models_from_section
+from pipeline.errors import VlmsamError
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
-from pipeline.profiles import apply_overrides
+from pipeline.params_schema import check_known_keys
+from pipeline.profiles import apply_overrides, with_resolved_profile
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, smooth, split_views, token_values
 
@@ -61,7 +63,7 @@ IMAGE_ID = 0  # the id of the one image of the in-memory record
 IN_MEMORY = "<in-memory image>"
 
 
-class PredictInputError(ValueError):
+class PredictInputError(VlmsamError, ValueError):
     """A bad image, box, class name or parameter for single-image prediction."""
 
 
@@ -285,7 +287,7 @@ class PredictSettings:
     def from_params(cls, params: dict, source: str = "params") -> "PredictSettings":
         """From a whole parameter dict (params.yaml's shape: models, extract, sample, decode and
         the optional top-level prompt_mode; other sections are ignored)."""
-        models = section(params, "models", source)
+        models = with_resolved_profile(section(params, "models", source), None, source)  # auto: real weights
         shared_mode = params.get("prompt_mode")
         try:
             vlm = VlmModelParams.from_models_section(models)
@@ -317,9 +319,11 @@ def resolve_params(params: str | os.PathLike | dict = DEFAULT_PARAMS, overrides:
         raw, source = load_params(params), str(params)
     dotted = {key.replace("__", "."): value for key, value in (overrides or {}).items()}
     try:
-        return apply_overrides(raw, dotted), source
+        resolved = apply_overrides(raw, dotted)
     except KeyError as e:
         raise PredictInputError(f"{source}: {e.args[0]}") from e
+    check_known_keys(resolved, source)  # a dict or an override is as strict as the file
+    return resolved, source
 
 
 # ---------------------------------------------------------------- the model

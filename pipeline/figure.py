@@ -75,10 +75,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else float("nan")
 
 
-def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike) -> None:
-    """Write the 8-panel pipeline figure for one instance to `out_path` (PNG)."""
+def draw_pipeline_figure(data: FigureData, out_path: str | os.PathLike, image_format: str = "png") -> None:
+    """Write the 8-panel pipeline figure for one instance to `out_path` (a path or binary file) in
+    `image_format` ('png' | 'jpeg')."""
     fig = build_pipeline_figure(data)
-    fig.savefig(out_path, dpi=90, bbox_inches="tight")
+    fig.savefig(out_path, dpi=90, bbox_inches="tight", format=image_format)
     plt.close(fig)
 
 

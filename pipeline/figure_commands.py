@@ -45,7 +45,7 @@ def predict_command(
     box: Tuple[float, float, float, float] = typer.Option(
         ..., "--box", help="The object's (amodal) box: x1 y1 x2 y2 in pixels."),
     class_name: str = typer.Option(..., "--class", help="The object's class name, e.g. 'coffee mug'."),
-    out: Path = typer.Option(Path("predict.png"), "--out", help="PNG to write the 8-panel pipeline figure to."),
+    out: Path = typer.Option(Path("predict.png"), "--out", help="Figure file for the 8-panel pipeline figure: .png, .jpg or .jpeg."),
     others: Optional[List[str]] = typer.Option(
         None, "--other", help="A context object 'x1,y1,x2,y2,class name' (repeatable): a possible occluder."),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections models, extract, sample, decode)."),
@@ -55,8 +55,12 @@ def predict_command(
     """Run the four steps on one image and one box; print the answer and scores, write the figure."""
     from pipeline.api import PredictInputError, VLMSAM
     from pipeline.attention.vlm import VlmNotAvailableError
-    from pipeline.visualize import prediction_figure_data, write_figure
+    from pipeline.visualize import figure_format, prediction_figure_data, write_figure
 
+    try:
+        figure_format(out)  # refuse a bad extension before any model is loaded
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--out") from e
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         context = [parse_other(o) for o in (others or [])]

@@ -28,11 +28,12 @@ import os
 from pathlib import Path
 
 from pipeline.atomic import write_json
+from pipeline.errors import VlmsamError
 
 REQUIRED_FIELDS = ("image_id", "category_id", "segmentation", "score")
 
 
-class PredictionFormatError(ValueError):
+class PredictionFormatError(VlmsamError, ValueError):
     """A prediction file or entry is malformed; the message names the file and entry."""
 
 

@@ -1,30 +1,33 @@
-"""Model profiles as parameter overrides: what turns a params.yaml into a smoke run.
+"""Model profiles: which models a run loads, and the overrides that turn a params.yaml into a
+smoke run.
 
-The smoke profile builds tiny random-weight models of the real architectures (no downloads)
-and marks every output SMOKE. `extract.layers: auto` resolves against whatever model is loaded,
-so no profile needs its own layers.
+`models.profile` is `real` (checkpoints; missing ones are an error), `smoke` (tiny random-weight
+models of the real architectures, no downloads, every output marked SMOKE) or `auto`: real when
+every checkpoint the configuration needs is present, otherwise smoke, but only on the embedded
+sample dataset (`pipeline.embedded_sample`); with any other dataset missing weights are an error.
+`resolve_profile` makes that decision for every stage that loads a model, and says it in the log.
+`extract.layers: auto` resolves against whatever model is loaded, so no profile needs its own layers.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from typing import Any
 
 import yaml
 
+from pipeline.errors import ParamsError
 from pipeline.params_file import load_params
+
+log = logging.getLogger("vlmsam.profiles")
+
+AUTO, REAL, SMOKE = "auto", "real", "smoke"
+PROFILE_CHOICES = (AUTO, REAL, SMOKE)  # what models.profile may say; AUTO resolves to one of the others
 
 SMOKE_OVERRIDES: dict[str, Any] = {
     "models.profile": "smoke",
-}
-
-# The lightest real configuration (CPU-usable): LLaVA-OneVision-0.5B + EfficientSAM ViT-T.
-LIGHT_REAL_OVERRIDES: dict[str, Any] = {
-    "models.profile": "real",
-    "models.vlm.family": "llava_onevision",
-    "models.vlm.id": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
-    "models.efficient_sam.variant": "vitt",
 }
 
 
@@ -83,3 +86,48 @@ def write_profile(src: str | os.PathLike, dst: str | os.PathLike, overrides: dic
     params = apply_overrides(load_params(src), overrides)
     write_params(dst, params)
     return params
+
+
+def missing_real_weights(models: dict) -> list[str]:
+    """The checkpoints that the `models` section needs for a real run and that are not present,
+    each as 'name (get it: ...)'."""
+    from pipeline.weights import weights_status_for_models
+
+    rows = weights_status_for_models({**models, "profile": REAL})
+    return [f"{r.name} (get it: {r.get_it})" for r in rows if r.needed and not r.present]
+
+
+def resolve_profile(models: dict, annotations: str | os.PathLike | None, where: str = "params") -> str:
+    """'real' or 'smoke' for params.yaml's `models` section on the dataset `annotations` (None:
+    no dataset, e.g. a single image); logs the decision. Raises `MissingWeightsError` when `auto`
+    finds checkpoints missing for anything but the embedded sample."""
+    from pipeline.embedded_sample import is_embedded_sample
+    from pipeline.weights import MissingWeightsError
+
+    requested = (models or {}).get("profile")
+    if requested not in PROFILE_CHOICES:
+        said = "is missing" if requested is None else f"{requested!r}"
+        raise ParamsError(f"{where}: models.profile {said}: expected one of {PROFILE_CHOICES}")
+    if requested == SMOKE:
+        log.warning("models.profile smoke: tiny random-weight models, every output is marked SMOKE")
+        return SMOKE
+    if requested == REAL:
+        return REAL
+    missing = missing_real_weights(models)
+    if not missing:
+        log.info("models.profile auto: every checkpoint is present, running the real models")
+        return REAL
+    if is_embedded_sample(annotations):
+        log.warning("models.profile auto: real checkpoints missing (%s); running the SMOKE profile on the "
+                    "embedded sample (random weights, every output marked SMOKE, numbers mean nothing)",
+                    "; ".join(missing))
+        return SMOKE
+    raise MissingWeightsError(
+        f"{where}: models.profile auto needs real checkpoints for {annotations or 'a single image'} (smoke runs are chosen "
+        f"automatically only for the embedded sample); missing: {'; '.join(missing)}. "
+        "See `vlmsam weights`, or set models.profile: smoke for a smoke run")
+
+
+def with_resolved_profile(models: dict, annotations: str | os.PathLike | None, where: str = "params") -> dict:
+    """A copy of the `models` section with `profile` resolved by `resolve_profile`."""
+    return {**models, "profile": resolve_profile(models, annotations, where)}

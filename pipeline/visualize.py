@@ -72,14 +72,28 @@ def prediction_figure_data(prediction, rgb: np.ndarray) -> FigureData:
     )
 
 
+# figure file formats by file extension
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def figure_format(out_path: str | os.PathLike) -> str:
+    """The image format of a figure file by its extension; a ValueError for any other extension."""
+    suffix = Path(out_path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise ValueError(f"{out_path}: figures are written as {', '.join(FIGURE_FORMATS)} (by the extension), "
+                         f"not {suffix or 'a file without extension'}")
+    return FIGURE_FORMATS[suffix]
+
+
 def write_figure(data: FigureData, out_path: str | os.PathLike) -> Path:
-    """Draw the pipeline figure into `out_path` (PNG) atomically."""
+    """Draw the pipeline figure into `out_path` atomically, PNG or JPEG by its extension."""
     from pipeline.atomic import atomic_path
     from pipeline.figure import draw_pipeline_figure
 
     out_path = Path(out_path)
+    image_format = figure_format(out_path)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
-        draw_pipeline_figure(data, f)  # a file object: PNG, whatever the temp name
+        draw_pipeline_figure(data, f, image_format)  # a file object: the format is explicit, whatever the temp name
     return out_path
 
 

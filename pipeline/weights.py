@@ -25,6 +25,8 @@ from pathlib import Path
 
 import typer
 
+from pipeline.errors import VlmsamError
+
 WEIGHTS_DIR_ENV = "VLMSAM_WEIGHTS_DIR"
 PROJECT_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 EFFICIENT_SAM_REPO = "https://github.com/yformer/EfficientSAM"
@@ -35,10 +37,11 @@ EFFICIENT_SAM_DOWNLOADS = {
 }
 SAM_PARAM = "models.efficient_sam.checkpoint"
 AMODAL_PARAM = "models.efficient_sam.amodal_decoder"
+EFFICIENT_SAM, AMODAL_DECODER, VLM = "efficient_sam", "amodal_decoder", "vlm"  # kinds of checkpoint
 VLM_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(VlmsamError, FileNotFoundError):
     """A checkpoint the run needs is not where the pipeline looks; the message says how to fix it."""
 
 
@@ -136,17 +139,23 @@ def vlm_weights_dir(model_id: str, revision: str | None = None, cache_dir: str |
     return (None, f"{folder}: {missing}") if missing else (folder, "")
 
 
-def _missing_weight_files(folder: Path) -> str:
-    """'' when the weights are complete, else what is missing."""
+def vlm_weight_files(folder: Path) -> list[Path]:
+    """The weight files a VLM folder needs: the shards named by its index, else its single file."""
     for index_name in (n for n in VLM_WEIGHT_FILES if n.endswith(".index.json")):
         index = folder / index_name
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            absent = [s for s in shards if not (folder / s).is_file()]
-            return f"{len(absent)} of {len(shards)} weight shards missing ({absent[0]}, …)" if absent else ""
-    if any((folder / n).is_file() for n in VLM_WEIGHT_FILES):
-        return ""
-    return f"config.json but no weights ({', '.join(VLM_WEIGHT_FILES)})"
+            return [folder / s for s in shards]
+    return [folder / n for n in VLM_WEIGHT_FILES if not n.endswith(".index.json") and (folder / n).is_file()]
+
+
+def _missing_weight_files(folder: Path) -> str:
+    """'' when the weights are complete, else what is missing."""
+    files = vlm_weight_files(folder)
+    if not files:
+        return f"config.json but no weights ({', '.join(VLM_WEIGHT_FILES)})"
+    absent = [f.name for f in files if not f.is_file()]
+    return f"{len(absent)} of {len(files)} weight shards missing ({absent[0]}, …)" if absent else ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ class WeightStatus:
     looked_in: str  # where it was searched
     get_it: str  # where to download it / how to provide it
     note: str = ""  # why it counts as missing, or a hint
+    kind: str = ""  # EFFICIENT_SAM | AMODAL_DECODER | VLM: how `pipeline.weights_check` loads it
+    variant: str = ""  # EfficientSAM variant of an EFFICIENT_SAM row
 
 
 def weights_status(
@@ -186,14 +197,15 @@ def weights_status(
         found, candidates, hint = _search(variant, explicit)
         looked = f"{SAM_PARAM} = {explicit}" if explicit is not None else ", ".join(str(d) for d in efficient_sam_search_dirs())
         rows.append(WeightStatus(f"EfficientSAM {variant}", variant == sam_variant, found is not None, found, looked,
-                                 efficient_sam_source(variant), "" if found else hint))
+                                 efficient_sam_source(variant), "" if found else hint, EFFICIENT_SAM, variant))
     if amodal_decoder is None:
         rows.append(WeightStatus("amodal mask decoder (optional)", False, False, None, f"{AMODAL_PARAM} (not set)",
                                  f"user-supplied mask-decoder state dict; set {AMODAL_PARAM}"))
     else:
         path = Path(amodal_decoder).expanduser()
         rows.append(WeightStatus("amodal mask decoder", True, path.is_file(), path if path.is_file() else None,
-                                 f"{AMODAL_PARAM} = {amodal_decoder}", "user-supplied mask-decoder state dict"))
+                                 f"{AMODAL_PARAM} = {amodal_decoder}", "user-supplied mask-decoder state dict",
+                                 kind=AMODAL_DECODER))
     vlm_id = vlm_id or DEFAULT_MODEL_IDS["llava_next"]
     others = list(DEFAULT_MODEL_IDS.values()) if other_vlm_ids is None else list(other_vlm_ids)
     download_flags = f" --cache-dir {hf_cache_dir}" if hf_cache_dir is not None else ""
@@ -208,7 +220,7 @@ def weights_status(
         is_local = Path(model_id).expanduser().is_dir()
         get_it = "local folder" if is_local else f"hf download {model_id}{download_flags}" + (f" --revision {revision}" if revision else "")
         rows.append(WeightStatus(f"VLM {model_id}", model_id == vlm_id, folder is not None, folder,
-                                 str(Path(model_id).expanduser()) if is_local else cache_label, get_it, note))
+                                 str(Path(model_id).expanduser()) if is_local else cache_label, get_it, note, VLM))
     return rows
 
 
@@ -227,17 +239,21 @@ def weights_command(
     params: Path = typer.Option(
         Path("params.yaml"), "--params", help="Parameter file whose `models` section says which checkpoints are needed "
         "(skipped when the file does not exist: defaults are used)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when a needed checkpoint is missing."),
+    load: bool = typer.Option(True, "--load/--no-load", help="Also load each needed checkpoint that is present "
+                              "(EfficientSAM fully; a VLM's config and weight-file headers)."),
 ) -> None:
-    """List every checkpoint the pipeline needs, where it looks, whether it is present and where to get it."""
+    """List every checkpoint the pipeline needs, where it looks, whether it is present and loads, and
+    where to get it. Exits 1 when a needed checkpoint is missing or does not load (unless the
+    profile is smoke, which reads none)."""
     from pipeline.params_file import load_params, section
+    from pipeline.weights_check import load_problem
 
     profile = "real"
     if params.exists():
         try:
             models = section(load_params(params), "models", params)
             profile = models.get("profile", "real")
-            rows = weights_status_for_models(models)
+            rows = weights_status_for_models({**models, "profile": "real"})
         except (ValueError, KeyError) as e:
             typer.echo(f"error: {params}: {e}", err=True)
             raise typer.Exit(code=2) from e
@@ -245,19 +261,29 @@ def weights_command(
     else:
         rows = weights_status()
         typer.echo(f"{params} not found: showing the default configuration")
+    smoke = profile == "smoke"
+    broken = {}
     for row in rows:
-        mark = "ok     " if row.present else ("MISSING" if row.needed else "absent ")
+        problem = load_problem(row) if load and row.needed and row.present and not smoke else ""
+        if problem:
+            broken[row.name] = problem
+        mark = ("BROKEN " if problem else "ok     ") if row.present else ("MISSING" if row.needed else "absent ")
         need = "needed" if row.needed else "not used"
         typer.echo(f"[{mark}] {row.name} ({need})")
         typer.echo(f"          {'found: ' + str(row.path) if row.present else 'looked in: ' + row.looked_in}")
+        if problem:
+            typer.echo(f"          does not load: {problem}")
         if not row.present:
             typer.echo(f"          get it: {row.get_it}")
         if row.note:
             typer.echo(f"          note: {row.note}")
-    missing = [r.name for r in rows if r.needed and not r.present]
-    if profile == "smoke":
+    failed = [r.name for r in rows if r.needed and not r.present] + list(broken)
+    if smoke:
         typer.echo("profile smoke: no checkpoint is read (random weights, outputs marked SMOKE)")
-    elif missing:
-        typer.echo(f"{len(missing)} needed checkpoint(s) missing: {', '.join(missing)}")
-    if strict and missing and profile != "smoke":
+        return
+    if failed:
+        typer.echo(f"{len(failed)} needed checkpoint(s) missing or not loading: {', '.join(failed)}")
+        if profile == "auto":
+            typer.echo("profile auto: without them the embedded sample runs the SMOKE profile; any other dataset stops")
         raise typer.Exit(code=1)
+    typer.echo("every needed checkpoint is present" + (" and loads" if load else ""))

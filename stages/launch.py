@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.errors import run_entry
 from pipeline.params_file import DEFAULT_PARAMS, load_params
 from pipeline.scaling.params import LaunchParams
 
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_entry(main))

@@ -15,6 +15,7 @@ from pipeline.attention.cache import ImageAttention, InstanceAttention
 from pipeline.attention.params import resolve_layers
 from pipeline.cli import app
 from pipeline.decoding.occluders import OCCLUDER_SOURCES
+from pipeline.errors import ParamsError
 from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params
 from pipeline.prompt_limits import MAX_DECODER_POINTS
 from pipeline.sampling.params import SampleParams
@@ -155,6 +156,8 @@ def test_overrides_with_dunder_or_dotted_keys(tmp_path):
     assert params["extract"]["layers"] == [-1] and params["models"]["profile"] == "real"
     with pytest.raises(PredictInputError, match="not a section"):
         resolve_params(smoke_params(), {"nosuch__key": 1})
+    with pytest.raises(ParamsError, match=r"unknown parameter\(s\) \['n_points'\]"):
+        resolve_params(smoke_params(), {"sample__n_points": 1})
     with pytest.raises(FileNotFoundError, match="parameter file not found"):
         resolve_params(tmp_path / "params.yaml")
 
@@ -201,6 +204,13 @@ def test_predict_command_writes_the_figure_and_shouts_smoke(model, scene, tmp_pa
     assert "amodal mask from: " in result.output
     with Image.open(out) as fig:
         assert fig.format == "PNG" and fig.size[0] > 800 and fig.size[1] > 400
+    jpg = tmp_path / "fig.jpg"
+    at = args.index("--out") + 1
+    assert CliRunner().invoke(app, [*args[:at], str(jpg), *args[at + 1:]]).exit_code == 0
+    with Image.open(jpg) as fig:
+        assert fig.format == "JPEG" and fig.size[0] > 800
+    refused = CliRunner().invoke(app, [*args[:at], str(tmp_path / "fig.gif"), *args[at + 1:]])
+    assert refused.exit_code == 2 and ".gif" in refused.output and not (tmp_path / "fig.gif").exists()
 
     bad = CliRunner().invoke(app, ["predict", str(image), "--box", "5", "5", "1", "1", "--class", name,
                                    "--out", str(tmp_path / "bad.png")])

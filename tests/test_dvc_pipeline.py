@@ -1,8 +1,11 @@
-"""The DVC pipeline in a temporary repository (smoke profile, synthetic scenes).
+"""The README's main job in a temporary copy of the repository: `dvc repro` with the default
+params.yaml (the embedded sample; no checkpoints here, so `models.profile: auto` runs the smoke
+profile).
 
-`dvc repro` runs the four stages; changing a sampling parameter re-runs sample -> decode ->
-evaluate and skips extract; metrics and plots are readable by `dvc metrics` / `dvc plots`;
-`dvc exp run -S prompt_mode=...` sweeps and `vlmsam compare` puts them in one report.
+A first `dvc repro` runs the four stages and writes reports/metrics.json, after which `dvc status`
+is clean and a second `dvc repro` does nothing; changing a sampling parameter re-runs sample ->
+decode -> evaluate and skips extract; metrics and plots are readable by `dvc metrics` / `dvc plots`;
+`dvc exp run -S prompt_mode=box` from the repository root sweeps and `vlmsam compare` reports it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.profiles import SMOKE_OVERRIDES, write_profile
-from pipeline.synth import generate
-
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# what a fresh clone holds that the pipeline reads (tests, benchmarks, scripts are not needed)
+PROJECT_FILES = ("pipeline", "stages", "sample", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", ".dvc")
+
+
+def _env(root: Path) -> dict:
+    """No real checkpoint reachable: an empty Hugging Face cache, HOME and weights folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VLMSAM_WEIGHTS_DIR", "HF_HOME", "HF_HUB_CACHE")}
+    home = root.parent / "home"
+    home.mkdir(exist_ok=True)
+    return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "HOME": str(home),
+            "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=_env(cwd), capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout + proc.stderr
@@ -36,64 +46,70 @@ def _ran_stages(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the pipeline (code, dvc.yaml, params.yaml) with a smoke profile and 2 synthetic images."""
-    root = tmp_path_factory.mktemp("dvcproject")
-    for name in ("pipeline", "stages"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):  # .gitignore: cache/ and reports/ stay out of git, as here
-        shutil.copy(REPO / name, root / name)
-    annotations = generate(root / "data" / "synth", 2, seed=1, width=256, height=192, progress=False)
-    write_profile(REPO / "params.yaml", root / "params.yaml", {
-        **SMOKE_OVERRIDES,
-        "dataset.annotations": str(annotations.relative_to(root)),
-        "dataset.images": None,
-    })
-    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@vlmsam.test"],
-                 ["git", "config", "user.name", "ci"], [str(BIN / "dvc"), "init", "-q"]):
-        _run(args, root)
-    return root
-
-
 def _commit(root: Path, message: str) -> None:
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-q", "-m", message], root)
 
 
-def test_repro_then_sampling_change_skips_extract(project):
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh-clone-like copy of the project, committed, params.yaml untouched."""
+    root = tmp_path_factory.mktemp("clone") / "vlmsam"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+        else:
+            shutil.copy(src, root / name)
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@vlmsam.test"],
+                 ["git", "config", "user.name", "ci"]):
+        _run(args, root)
+    _commit(root, "fresh clone")
+    return root
+
+
+def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
     assert _ran_stages(first) == ["extract", "sample", "decode", "evaluate"]
-    extract_lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract"]
-    cache_mtime = (project / "cache" / "attention.h5").stat().st_mtime_ns
-
+    assert "models.profile auto: real checkpoints missing" in first and "SMOKE" in first
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["smoke"] is True and metrics["n_gt"] > 0
     assert "SMOKE RUN" in (project / "reports" / "report.md").read_text()
 
+    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
+    second = _run([str(BIN / "dvc"), "repro"], project)
+    assert _ran_stages(second) == [] and "Data and pipelines are up to date" in second
+    demo = _run([str(BIN / "vlmsam"), "demo"], project)  # an alias of the same `dvc repro`
+    assert _ran_stages(demo) == [] and "SMOKE RUN" in demo and "report: reports/report.md" in demo
+
+
+def test_sampling_change_reruns_sample_decode_evaluate_only(project):
+    if not (project / "dvc.lock").exists():
+        _run([str(BIN / "dvc"), "repro"], project)
+    extract_lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract"]
+    cache_mtime = (project / "cache" / "attention.h5").stat().st_mtime_ns
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["sample"]["n_pos"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project))
     assert set(status) == {"sample"}  # dvc status names the changed stage; repro runs its descendants
-
-    second = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(second) == ["sample", "decode", "evaluate"]
-    assert "Stage 'extract' didn't change, skipping" in second
+    out = _run([str(BIN / "dvc"), "repro"], project)
+    assert _ran_stages(out) == ["sample", "decode", "evaluate"]
+    assert "Stage 'extract' didn't change, skipping" in out
     assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract"] == extract_lock
     assert (project / "cache" / "attention.h5").stat().st_mtime_ns == cache_mtime
 
-    shown = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], project))
-    assert shown, "dvc metrics show found no metrics"
-    out = project / "plots_html"
-    _run([str(BIN / "dvc"), "plots", "show", "-o", str(out)], project)
-    assert (out / "index.html").exists()
+    assert json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], project))
+    _run([str(BIN / "dvc"), "plots", "show"], project)  # writes dvc_plots/, git-ignored
+    assert (project / "dvc_plots" / "index.html").exists()
+    assert "dvc_plots" not in _run(["git", "status", "--porcelain"], project)
 
 
-def test_exp_run_sweep_and_comparison_report(project):
+def test_exp_run_sweep_from_the_root_and_comparison_report(project):
     if not (project / "dvc.lock").exists():
         _run([str(BIN / "dvc"), "repro"], project)
-    _commit(project, "baseline smoke run")
+    _commit(project, "baseline run")
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "pm-box", "-S", "prompt_mode=box"], project)
     assert _ran_stages(out) == ["sample", "decode", "evaluate"]
     _run([str(BIN / "vlmsam"), "compare", "--out", "compare.md"], project)

@@ -93,7 +93,6 @@ def test_stage_reads_params_and_writes_reports(synth_gt, tmp_path, monkeypatch):
         "evaluate": {"occlusion_bins": 5},
         "models": {"profile": "smoke"},
         "decode": {"completion": "hull"},
-        "sample": {"ignored": "by this stage"},
     }))
     from stages.evaluate import main
 

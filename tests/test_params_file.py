@@ -8,9 +8,10 @@ import yaml
 from pipeline.attention.params import ExtractParams, VlmModelParams
 from pipeline.datasets.params import DatasetParams
 from pipeline.decoding.params import DecodeParams, sam_models_from_section
+from pipeline.errors import ParamsError
 from pipeline.evaluation.params import EvaluateParams
 from pipeline.params_file import load_params, section, with_shared
-from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params
+from pipeline.profiles import PROFILE_CHOICES, SMOKE_OVERRIDES, apply_overrides, default_params
 from pipeline.sampling.params import SampleParams
 from pipeline.scaling.params import LaunchParams
 
@@ -30,8 +31,10 @@ def test_params_yaml_has_every_parameter_and_parses():
     params = load_params(REPO / "params.yaml")
     assert _keys(params) == _keys(default_params())
     DatasetParams.from_dict(section(params, "dataset"))
-    VlmModelParams.from_models_section(section(params, "models"))
-    sam_models_from_section(section(params, "models"))
+    assert params["models"]["profile"] in PROFILE_CHOICES
+    resolved = {**section(params, "models"), "profile": "real"}  # what `auto` becomes with the weights present
+    VlmModelParams.from_models_section(resolved)
+    sam_models_from_section(resolved)
     ExtractParams.from_dict(section(params, "extract"))
     SampleParams.from_dict(section(params, "sample"), params["prompt_mode"])
     DecodeParams.from_dict(section(params, "decode"), params["prompt_mode"])
@@ -54,5 +57,5 @@ def test_overrides_and_errors(tmp_path):
         load_params(bad)
     with pytest.raises(FileNotFoundError, match="parameter file not found"):
         load_params(tmp_path / "missing.yaml")
-    with pytest.raises(KeyError, match="section 'sample' is missing"):
+    with pytest.raises(ParamsError, match="section .sample. is missing"):
         section(yaml.safe_load("dataset: {}"), "sample")

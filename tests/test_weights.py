@@ -167,15 +167,18 @@ def test_weights_command(places):
     params = places["tmp"] / "params.yaml"
     params.write_text("models:\n  profile: real\n  vlm:\n    cache_dir: " + str(places["tmp"] / "hub") + "\n")
 
-    result = runner.invoke(single, ["--params", str(params), "--strict"])
+    result = runner.invoke(single, ["--params", str(params)])
     assert result.exit_code == 1, result.output
     assert "[MISSING] EfficientSAM vitt (needed)" in result.output
     assert "get it: https://github.com/yformer/EfficientSAM/raw/main/weights/efficient_sam_vitt.pt" in result.output
     assert "2 needed checkpoint(s) missing" in result.output
 
-    assert runner.invoke(single, ["--params", str(params)]).exit_code == 0
-    params.write_text(params.read_text().replace("profile: real", "profile: smoke"))
-    smoke = runner.invoke(single, ["--params", str(params), "--strict"])
+    auto = params.read_text().replace("profile: real", "profile: auto")
+    params.write_text(auto)
+    result = runner.invoke(single, ["--params", str(params)])
+    assert result.exit_code == 1 and "embedded sample runs the SMOKE profile" in result.output
+    params.write_text(auto.replace("profile: auto", "profile: smoke"))
+    smoke = runner.invoke(single, ["--params", str(params)])
     assert smoke.exit_code == 0 and "no checkpoint is read" in smoke.output
     assert "weights" in [c.name for c in app.registered_commands]
 
@@ -190,3 +193,33 @@ def test_weights_command_reports_bad_params(places):
     params.write_text("dataset: {}\n")
     result = CliRunner().invoke(single, ["--params", str(params)])
     assert result.exit_code == 2 and "section 'models' is missing" in result.output
+
+
+def test_weights_command_exit_status_follows_presence_and_loading(places, tmp_path):
+    """Exit 0 only when every needed checkpoint is present AND loads; a present file that does not
+    load is reported as BROKEN with the reason, and fails the command."""
+    from pipeline.attention.smoke_models import build_smoke_vlm
+
+    model, processor = build_smoke_vlm("llava_next")
+    vlm_dir = tmp_path / "local_vlm"
+    model.save_pretrained(vlm_dir)
+    processor.save_pretrained(vlm_dir)
+    params = places["tmp"] / "params.yaml"
+    params.write_text(f"models:\n  profile: real\n  vlm:\n    id: {vlm_dir}\n")
+    single = typer.Typer()
+    single.command()(weights.weights_command)
+    runner = CliRunner()
+
+    (places["env"] / "efficient_sam_vitt.pt").write_bytes(b"not a checkpoint")
+    broken = runner.invoke(single, ["--params", str(params)])
+    assert broken.exit_code == 1, broken.output
+    assert "[BROKEN ] EfficientSAM vitt (needed)" in broken.output and "does not load:" in broken.output
+    assert "1 needed checkpoint(s) missing or not loading: EfficientSAM vitt" in broken.output
+
+    torch.save({"model": build_seeded_efficient_sam("vitt").state_dict()}, places["env"] / "efficient_sam_vitt.pt")
+    ok = runner.invoke(single, ["--params", str(params)])
+    assert ok.exit_code == 0, ok.output
+    assert f"[ok     ] VLM {vlm_dir} (needed)" in ok.output and "present and loads" in ok.output
+
+    (vlm_dir / "model.safetensors").write_bytes(b"\x00" * 16)  # truncated weights
+    assert runner.invoke(single, ["--params", str(params)]).exit_code == 1

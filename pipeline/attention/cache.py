@@ -52,6 +52,7 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.errors import VlmsamError
 
 FORMAT_VERSION = 1
 VIEW_BASE = 0
@@ -123,7 +124,7 @@ class CacheInfo:
         return params_hash(self.params)
 
 
-class CacheFormatError(ValueError):
+class CacheFormatError(VlmsamError, ValueError):
     """The cache file is missing, from another format version, or inconsistent."""
 
 

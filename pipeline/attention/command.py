@@ -15,14 +15,14 @@ def extract_command(
     max_images: Optional[int] = typer.Option(
         None, "--max-images", min=1, help="Extract only the first N images (overrides dataset.max_images)."),
     profile: Optional[str] = typer.Option(
-        None, "--profile", help="'smoke' (tiny random-weight VLM) or 'real'; overrides models.profile."),
+        None, "--profile", help="'smoke' (tiny random-weight VLM), 'real' or 'auto'; overrides models.profile."),
     no_prefix_reuse: bool = typer.Option(
         False, "--no-prefix-reuse", help="Run every prompt as a full forward (same maps, slower; for checks)."),
 ) -> None:
     """VLM occlusion reasoning and per-instance target attention maps -> attention cache."""
     from pipeline.attention.vlm import VlmNotAvailableError
     from pipeline.datasets import DatasetError
-    from stages.extract import run_stage
+    from pipeline.attention.stage import run_stage
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -3,7 +3,7 @@
 params.yaml layout read here::
 
     models:
-      profile: smoke | real          # smoke = tiny random-weight VLM, everything marked SMOKE
+      profile: auto | real | smoke   # smoke = tiny random-weight VLM, everything marked SMOKE; auto: pipeline/profiles.py
       vlm:                           # VlmModelParams (only this sub-mapping is read here)
         family: null                 # llava | llava_next | llava_onevision | null (= from config)
         id: llava-hf/llava-v1.6-mistral-7b-hf
@@ -62,7 +62,8 @@ class VlmModelParams:
     """The VLM of the `models` section (`models.profile` + `models.vlm`).
 
     profile    'real' loads `id` from the Hugging Face cache or a local folder; 'smoke' builds
-               a tiny random-weight model of `family` (default 'real')
+               a tiny random-weight model of `family` (default 'real'); params.yaml's 'auto' is
+               resolved to one of them before (`pipeline.profiles.resolve_profile`)
     family     'llava' | 'llava_next' | 'llava_onevision'; None = read from the checkpoint's
                config.model_type (real) or from `id` when it is a known default id (smoke)
     id         Hugging Face repo id or local folder (default LLaVA-NeXT Mistral-7B)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import VlmsamError
 
-class PlacementError(ValueError):
+
+class PlacementError(VlmsamError, ValueError):
     """The model / processor configuration cannot be placed (inconsistent or unsupported)."""
 
 

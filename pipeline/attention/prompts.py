@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import VlmsamError
 
-class PromptError(ValueError):
+
+class PromptError(VlmsamError, ValueError):
     """A prompt could not be built or its target tokens could not be found."""
 
 

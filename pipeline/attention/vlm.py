@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.attention.params import FAMILIES, VlmModelParams
+from pipeline.errors import VlmsamError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _MODEL_CLASSES = {
 _PROCESSOR_CLASSES = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}
 
 
-class VlmNotAvailableError(RuntimeError):
+class VlmNotAvailableError(VlmsamError, RuntimeError):
     """The requested checkpoint is neither a local folder nor in the Hugging Face cache."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import VlmsamError
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -58,5 +60,5 @@ class AmodalDataset:
         return sum(len(im.instances) for im in self.images)
 
 
-class DatasetError(ValueError):
+class DatasetError(VlmsamError, ValueError):
     """Bad dataset input: the message names the file and the record."""

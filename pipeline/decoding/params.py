@@ -4,7 +4,8 @@ the `models` section: each defined here and only here.
 params.yaml layout read by the decode stage::
 
     models:
-      profile: smoke | real          # smoke: seeded random EfficientSAM weights, outputs marked smoke
+      profile: auto | real | smoke   # smoke: seeded random EfficientSAM weights, outputs marked smoke;
+                                     # auto: resolved by pipeline.profiles.resolve_profile
       efficient_sam:                 # SamModelParams
         variant: vitt                # vitt | vits
         checkpoint: null             # explicit checkpoint path (else the search order of

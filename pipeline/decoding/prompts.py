@@ -17,12 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.datasets.record import Instance
+from pipeline.errors import VlmsamError
 from pipeline.prompt_limits import MAX_DECODER_POINTS, PROMPT_MODES, uses_box
 
 BOX_TOP_LEFT, BOX_BOTTOM_RIGHT, PAD = 2, 3, -1
 
 
-class PromptError(ValueError):
+class PromptError(VlmsamError, ValueError):
     """Prompts that cannot reach the decoder as given; the message names the file and record."""
 
 

@@ -22,7 +22,7 @@ def sample_command(
     """Attention maps -> point prompts (positives, negatives) for EfficientSAM -> Parquet."""
     from pipeline.attention.cache import CacheFormatError
     from pipeline.datasets import DatasetError
-    from stages.sample import run_stage
+    from pipeline.sampling.stage import run_stage
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pipeline.attention.cache import CacheInfo, ImageAttention, image_ids, read_images, read_info
 from pipeline.datasets.record import AmodalDataset, ImageRecord
+from pipeline.errors import VlmsamError
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, search_region, split_views, token_values
 from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points
@@ -30,7 +31,7 @@ from pipeline.sampling.points_schema import write_points
 log = logging.getLogger("vlmsam.sample")
 
 
-class SampleInputError(ValueError):
+class SampleInputError(VlmsamError, ValueError):
     """Cache and dataset do not fit together; the message names both files and the record."""
 
 

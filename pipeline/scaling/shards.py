@@ -19,8 +19,10 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from pipeline.errors import ParamsError
 
-class ShardError(ValueError):
+
+class ShardError(ParamsError):
     """Inconsistent shard settings (explicit options or launcher environment)."""
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.errors import VlmsamError
+
 TORCH_SUFFIXES = (".pt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VlmsamError, ValueError):
     """A checkpoint file that is missing, unreadable, or does not fit the model; the message names the file."""
 
 
