@@ -4,7 +4,9 @@ prediction files (`pipeline/predictions.py` format), resumable per image (`parts
 Per-instance fields written beyond the COCO result ones:
     both files  gt_id, prompt_mode, fallback (the sampler's, '' in box mode), smoke
     amodal file completion, modal_given, occluder_source (see `occluders.py`; null when the
-                completion uses no occluders), occluder_ids (the instances whose masks were used)
+                completion uses no occluders), occluder_ids (the instances whose masks were used),
+                amodal_source (how the mask was made: the completion's name; for 'exemplar'
+                see `exemplar_pass.py`, which also adds exemplar_fit and exemplar_gt_id)
 Scores: the visible decoder's predicted IoU of the chosen mask; for the amodal file the amodal
 decoder's (completion='decoder'), the visible one's (training-free), or 1.0 (modal-given).
 """
@@ -22,7 +24,8 @@ from tqdm import tqdm
 from pipeline import masks as rle
 from pipeline.attention.cache import params_hash, read_info, read_occlusion
 from pipeline.datasets.record import AmodalDataset, ImageRecord
-from pipeline.decoding.completion import DECODER, NEEDS_OCCLUDERS, complete
+from pipeline.decoding.completion import DECODER, EXEMPLAR, complete, uses_occluders
+from pipeline.decoding.exemplar_pass import complete_split
 from pipeline.decoding.occluders import VlmOcclusion, choose_occluders, union
 from pipeline.decoding.params import (
     DEFAULT_AMODAL,
@@ -84,7 +87,7 @@ def _read_inputs(dataset: AmodalDataset, params: DecodeParams, points_path: Path
         extra = len(points.keys() - wanted)
         if extra:
             log.warning("%s: %d instance(s) have points but are not in %s; ignored", points_path, extra, dataset.annotation_file)
-    if params.completion in NEEDS_OCCLUDERS and params.occluders == "vlm":
+    if uses_occluders(params.completion) and params.occluders == "vlm":
         occlusion = read_occlusion(cache_path)
         info = read_info(cache_path)
         smoke |= info.smoke
@@ -149,7 +152,7 @@ def decode_one_image(
             mask, score = decoded.amodal[q], decoded.amodal_iou[q]
         else:
             occluder_mask = np.zeros((image.height, image.width), dtype=bool)
-            if params.completion in NEEDS_OCCLUDERS:
+            if uses_occluders(params.completion):
                 vlm = None
                 if params.occluders == "vlm":
                     key = (int(image.id), int(inst.id))
@@ -166,7 +169,7 @@ def decode_one_image(
                     raise ValueError(f"{annotation_file}: image {image.id}: {e}") from e
                 source, used = choice.source, choice.ids
                 occluder_mask = union(used, base, occluder_mask.shape)
-            mask = complete(params.completion, base[inst.id], occluder_mask, inst.bbox)
+            mask = complete(params.first_pass_completion, base[inst.id], occluder_mask, inst.bbox)
             score = base_scores[q]
         amodal_entries.append(
             _entry(
@@ -176,6 +179,7 @@ def decode_one_image(
                 modal_given=params.modal_given,
                 occluder_source=source,
                 occluder_ids=[int(i) for i in used],
+                amodal_source=params.first_pass_completion,
                 **common,
             )
         )
@@ -222,5 +226,9 @@ def run_decode(
     for image in tqdm(todo, desc="decode", unit="img"):
         visible, amodal = decode_one_image(image, models, params, inputs, dataset.annotation_file)
         store.write(image.id, visible, amodal)
-    n_visible, n_amodal = store.finalize([im.id for im in dataset.images])
+    split_pass = None
+    if params.completion == EXEMPLAR:
+        def split_pass(visible, amodal):
+            return complete_split(dataset, params, visible, amodal)[0]
+    n_visible, n_amodal = store.finalize([im.id for im in dataset.images], split_pass)
     return DecodeSummary(Path(visible_path), Path(amodal_path), len(dataset.images), n_visible, n_amodal, len(todo), smoke)

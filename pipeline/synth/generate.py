@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pipeline import masks
 from pipeline.atomic import atomic_path, write_json
 from pipeline.synth.categories import CATEGORIES
-from pipeline.synth.scene import SceneConfig, layout, render
+from pipeline.synth.scene import SceneConfig, layout, render, rigid_catalogue
 
 ANNOTATION_NAME = "D2S_amodal_synth.json"
 IMAGE_FORMATS = ("jpg", "png")
@@ -70,9 +70,10 @@ def iter_scenes(
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     next_id = 1
+    rigid = rigid_catalogue(seed, config) if config.world == "rigid" else None
     for image_id in range(1, n_images + 1):
         rng = np.random.default_rng([seed, image_id])
-        objects = layout(config, rng)
+        objects = layout(config, rng, rigid)
         rgb = render(objects, config, rng)
         image = {"id": image_id, "file_name": f"images/synth_{image_id:06d}.{image_format}",
                  "width": config.width, "height": config.height}
