@@ -183,10 +183,11 @@ def _complete_one(inst: _Instance, entry: dict, by_id: dict[int, _Instance], ban
     placed = bank.place(visible, occluders, inst.bbox, (x0, y0), params.exemplar_size_tolerance,
                         params.exemplar_scale, params.exemplar_min_fit)
     out["exemplar_fit"] = placed.fit
-    if placed.mask is None:
+    if placed.added is None:
         out["amodal_source"] = f"{fallback}:{placed.reason}"
         return out
-    crop_rle = encode_crop(placed.mask, x0, y0, image.height, image.width)
+    ax, ay = placed.added_origin
+    crop_rle = encode_crop(placed.added, x0 + ax, y0 + ay, image.height, image.width)
     out["segmentation"] = union(inst.rle, crop_rle)
     out["amodal_source"] = EXEMPLAR
     out["exemplar_gt_id"] = placed.gt_id

@@ -76,17 +76,25 @@ def encode_crop(crop: np.ndarray, x0: int, y0: int, height: int, width: int) -> 
     """Compressed RLE (bytes counts) of a `height` x `width` frame that is `crop` at (x0, y0)
     and empty elsewhere."""
     crop = np.asarray(crop, dtype=bool)
-    cols, rows = np.nonzero(crop.T)  # column-major order
-    index = (cols + x0).astype(np.int64) * height + (rows + y0)
-    if index.size == 0:
+    h, w = crop.shape
+    padded = np.zeros((w, h + 2), dtype=np.int8)  # one column per row, a 0 above and below
+    padded[:, 1:-1] = crop.T
+    edges = np.diff(padded, axis=1)
+    start_col, start_row = np.nonzero(edges == 1)
+    end_col, end_row = np.nonzero(edges == -1)
+    run_starts = (start_col + x0).astype(np.int64) * height + start_row + y0
+    run_ends = (end_col + x0).astype(np.int64) * height + end_row + y0
+    if run_starts.size == 0:
         counts = [height * width]
     else:
-        breaks = np.flatnonzero(np.diff(index) != 1)
-        run_starts = np.r_[index[0], index[breaks + 1]]
-        run_ends = np.r_[index[breaks] + 1, index[-1] + 1]
+        # a run reaching a column's last frame row continues at the next column's first
+        joined = run_starts[1:] == run_ends[:-1]
+        run_starts = run_starts[np.r_[True, ~joined]]
+        run_ends = run_ends[np.r_[~joined, True]]
         gaps = run_starts - np.r_[0, run_ends[:-1]]
         counts = np.stack([gaps, run_ends - run_starts], axis=1).ravel().tolist()
-        counts.append(height * width - int(run_ends[-1]))
+        if run_ends[-1] < height * width:
+            counts.append(height * width - int(run_ends[-1]))
     return mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
 
 
