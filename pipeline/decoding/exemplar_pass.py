@@ -131,13 +131,18 @@ def complete_split(
     missing = sorted(set(entries) - set(base))
     if missing:
         raise KeyError(f"exemplar pass: no visible mask for amodal gt_id(s) {missing[:5]} of {dataset.annotation_file}")
-    images = [im for im in dataset.images if any(inst.id in entries for inst in im.instances)]
+    known = {inst.id for im in dataset.images for inst in im.instances}
+    unknown = sorted(set(entries) - known)
+    if unknown:
+        raise KeyError(f"exemplar pass: amodal gt_id(s) {unknown[:5]} are not instances of {dataset.annotation_file}")
+    wanted = set(entries)
+    images = [im for im in dataset.images if any(inst.id in wanted for inst in im.instances)]
 
     tol = params.exemplar_size_tolerance
     candidates: dict[int, list] = {}
     per_image = []
     for image in tqdm(images, desc="exemplar bank", unit="img", disable=not progress):
-        insts = _instances(image, base, set(entries))
+        insts = _instances(image, base, wanted)
         per_image.append((image, insts))
         for inst in insts:
             if _unoccluded(inst, entries[inst.gt_id], insts, image, tol):
@@ -152,9 +157,8 @@ def complete_split(
     for image, insts in tqdm(per_image, desc="exemplar completion", unit="img", disable=not progress):
         by_id = {inst.gt_id: inst for inst in insts}
         for inst in insts:
-            entry = entries[inst.gt_id]
-            result = _complete_one(inst, entry, by_id, banks.get(inst.category_id), image, params)
-            completed[inst.gt_id] = result
+            completed[inst.gt_id] = _complete_one(inst, entries[inst.gt_id], by_id, banks.get(inst.category_id),
+                                                  image, params)
     out = [completed[int(e["gt_id"])] for e in amodal_entries]
     sources = Counter(e["amodal_source"] for e in out)
     log.info("amodal sources (exemplar, fallback %s): %s", fallback, dict(sorted(sources.items())))

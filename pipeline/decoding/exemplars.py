@@ -174,7 +174,7 @@ class ClassBank:
         if not seen.any():
             return Placement(None, NO_VISIBLE)
         bx, by, bw, bh = (float(v) for v in box_xywh)
-        poses = self.matching(bw, bh, tolerance, scale)
+        poses = self.matching(bw, bh, tolerance, scale) if bw > 0 and bh > 0 else np.zeros(0, dtype=int)
         if poses.size == 0:
             return Placement(None, NO_POSE)
         out_h, out_w = visible.shape
