@@ -101,7 +101,7 @@ def _onto(box_lo: np.ndarray, box_size: np.ndarray, target_lo, target_size) -> n
 
 
 def _render(source: np.ndarray, to_output: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Warp a float mask by the 3x3 map `to_output` into an out_h x out_w float image."""
+    """Warp a mask image (float32 or uint8) by the 3x3 map `to_output` into out_h x out_w, bilinear."""
     return cv2.warpAffine(source, to_output[:2], (out_w, out_h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
