@@ -335,9 +335,13 @@ class VLMSAM:
         from pipeline.attention.capture import enable_capture
         from pipeline.attention.params import resolve_layers
         from pipeline.attention.vlm import load_vlm
-        from pipeline.decoding.completion import DECODER
+        from pipeline.decoding.completion import DECODER, EXEMPLAR
         from pipeline.decoding.sam import load_sam_models
 
+        if settings.decode.completion == EXEMPLAR:
+            raise PredictInputError(
+                f"{settings.source}: decode.completion 'exemplar' draws its shapes from the unoccluded "
+                "instances of a whole split; run the decode stage, or choose another completion here")
         self.settings = settings
         # EfficientSAM first: seconds to load, so a missing checkpoint fails before the VLM loads
         self.sam = load_sam_models(settings.profile, settings.sam, settings.decode.completion == DECODER,

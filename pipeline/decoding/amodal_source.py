@@ -6,6 +6,8 @@ amodal predictions and in single-image results.
                                 (hull, or occluder masks were found for occluder_hull/_box)
     visible: no occluder found  occluder_hull/_box found no occluder: amodal = visible
     visible: completion 'visible'  the completion is the visible mask by choice
+    exemplar                    completion 'exemplar' placed a class exemplar (`exemplar_pass.py`)
+    <fallback>:<reason>         completion 'exemplar' kept its fallback completion, and why
 """
 
 from __future__ import annotations

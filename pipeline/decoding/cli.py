@@ -34,7 +34,7 @@ def decode_command(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="EfficientSAM checkpoint; default: the search order of `vlmsam weights`."),
     amodal_decoder: Optional[Path] = typer.Option(None, "--amodal-decoder", help="Mask-decoder state dict for amodal masks (with --completion decoder)."),
     prompt_mode: str = typer.Option(_D.prompt_mode, "--prompt-mode", help="points | box | points+box (as the sample stage)."),
-    completion: str = typer.Option(_D.completion, "--completion", help="decoder | visible | hull | occluder_hull | occluder_box."),
+    completion: str = typer.Option(_D.completion, "--completion", help="decoder | visible | hull | occluder_hull | occluder_box | exemplar."),
     occluders: str = typer.Option(_D.occluders, "--occluders", help="Occluders for occluder_* completions: vlm | gt | overlap."),
     modal_given: bool = typer.Option(_D.modal_given, "--modal-given/--no-modal-given", help="Complete amodal masks from ground-truth visible masks (modal-given protocol)."),
     max_queries_per_call: Optional[int] = typer.Option(None, "--max-queries-per-call", min=1, help="Cap on instances per decoder call; default: all of an image in one call."),

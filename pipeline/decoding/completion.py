@@ -15,6 +15,12 @@ With no occluders (O empty) `occluder_hull` and `occluder_box` return V. An empt
 empty for `visible`/`hull`/`occluder_hull`; `occluder_box` still returns O ∩ B.
 The fifth value of the `completion` parameter, `decoder`, is not a geometric method: a
 second, learned mask decoder predicts the amodal mask (see `sam.py`).
+
+    exemplar       A = V ∪ (P ∩ O)               P: an unoccluded instance of the same class
+                                                 (from the same run) rotated / flipped /
+                                                 scaled into B; needs the whole split, so it
+                                                 is a second pass (`exemplar_pass.py`) over
+                                                 masks first completed by its fallback
 """
 
 from __future__ import annotations
@@ -24,15 +30,28 @@ import numpy as np
 
 TRAINING_FREE = ("visible", "hull", "occluder_hull", "occluder_box")
 DECODER = "decoder"
-COMPLETIONS = (DECODER, *TRAINING_FREE)
+EXEMPLAR = "exemplar"
+COMPLETIONS = (DECODER, *TRAINING_FREE, EXEMPLAR)
 NEEDS_OCCLUDERS = ("occluder_hull", "occluder_box")
 
 
-def box_mask(box_xywh, height: int, width: int) -> np.ndarray:
-    """Pixels of an XYWH box: columns floor(x) .. ceil(x + w) - 1, rows likewise, clipped."""
+def uses_occluders(completion: str) -> bool:
+    """Whether `completion` needs each instance's occluders."""
+    return completion in NEEDS_OCCLUDERS or completion == EXEMPLAR
+
+
+def box_pixels(box_xywh, height: int, width: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), end exclusive, of an XYWH box: columns floor(x) .. ceil(x + w) - 1,
+    rows likewise, clipped to the frame."""
     x, y, w, h = (float(v) for v in box_xywh)
     x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
     x1, y1 = min(int(np.ceil(x + w)), width), min(int(np.ceil(y + h)), height)
+    return x0, y0, x1, y1
+
+
+def box_mask(box_xywh, height: int, width: int) -> np.ndarray:
+    """Pixels of an XYWH box (`box_pixels`) as an HxW mask."""
+    x0, y0, x1, y1 = box_pixels(box_xywh, height, width)
     out = np.zeros((height, width), dtype=bool)
     if x1 > x0 and y1 > y0:
         out[y0:y1, x0:x1] = True

@@ -24,7 +24,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.decoding.completion import COMPLETIONS, DECODER
+from pipeline.decoding.completion import COMPLETIONS, DECODER, EXEMPLAR, TRAINING_FREE
 from pipeline.decoding.occluders import OCCLUDER_RULES
 from pipeline.params_file import reject_unknown, with_shared
 from pipeline.prompt_limits import PROMPT_MODES, uses_box
@@ -55,6 +55,7 @@ class DecodeParams:
     completion            how the amodal mask is made: 'decoder' (a second, learned mask decoder
                           given as models.efficient_sam.amodal_decoder) or a training-free
                           method of `completion.py`: visible | hull | occluder_hull | occluder_box
+                          | exemplar (class exemplars of the run's unoccluded instances)
     occluders             whose masks count as occluders for occluder_hull / occluder_box:
                           'vlm' | 'gt' | 'overlap' (rules in `occluders.py`)
     modal_given           modal-given protocol (as reported by pix2gestalt, PCNet): complete the
@@ -66,6 +67,21 @@ class DecodeParams:
     device                torch device for EfficientSAM: 'auto' (CUDA when available, else
                           CPU; the VLM's `models.vlm.device` resolves the same way, so both
                           models share the GPU) | 'cpu' | 'cuda' | 'cuda:N'
+
+    completion 'exemplar' (see `exemplars.py`, `exemplar_pass.py`):
+    exemplar_fallback        training-free completion used first for every instance and kept
+                             where no exemplar fits (visible | hull | occluder_hull | occluder_box)
+    exemplar_min_fit         least fit (IoU of the placed exemplar and the visible mask, both
+                             outside the occluders, inside the box) for the exemplar to be used
+    exemplar_angle_step      rotation step in degrees (poses at 0, step, ... < 360)
+    exemplar_flip            also try each exemplar mirrored
+    exemplar_scale           false: a pose's box must match the instance's box in size (fixed
+                             camera height, as D2S); true: in aspect only, the exemplar is
+                             scaled into the box (objects at varying distance, as KINS cars)
+    exemplar_size_tolerance  largest relative difference per side between a pose's box and the
+                             instance's box; also how closely an exemplar's visible mask must
+                             span its own box
+    exemplar_bank_size       most exemplars per class (those closest to the class's median area)
     """
 
     prompt_mode: str = "points"
@@ -74,6 +90,13 @@ class DecodeParams:
     modal_given: bool = False
     max_queries_per_call: int | None = None
     device: str = "auto"
+    exemplar_fallback: str = "occluder_hull"
+    exemplar_min_fit: float = 0.85
+    exemplar_angle_step: float = 5.0
+    exemplar_flip: bool = True
+    exemplar_scale: bool = False
+    exemplar_size_tolerance: float = 0.08
+    exemplar_bank_size: int = 8
 
     def __post_init__(self):
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
@@ -92,6 +115,28 @@ class DecodeParams:
             not isinstance(self.max_queries_per_call, int) or self.max_queries_per_call < 1
         ):
             raise ValueError(f"decode.max_queries_per_call must be null or a positive integer, got {self.max_queries_per_call!r}")
+        self._check_exemplar()
+
+    def _check_exemplar(self) -> None:
+        if self.exemplar_fallback not in TRAINING_FREE:
+            raise ValueError(f"decode.exemplar_fallback {self.exemplar_fallback!r}: expected one of {TRAINING_FREE}")
+        if not 0.0 <= self.exemplar_min_fit <= 1.0:
+            raise ValueError(f"decode.exemplar_min_fit must be in [0, 1], got {self.exemplar_min_fit!r}")
+        if not 0.0 < self.exemplar_angle_step <= 360.0:
+            raise ValueError(f"decode.exemplar_angle_step must be in (0, 360] degrees, got {self.exemplar_angle_step!r}")
+        for name in ("exemplar_flip", "exemplar_scale"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"decode.{name} must be true or false, got {getattr(self, name)!r}")
+        if not 0.0 <= self.exemplar_size_tolerance < 1.0:
+            raise ValueError(f"decode.exemplar_size_tolerance must be in [0, 1), got {self.exemplar_size_tolerance!r}")
+        if isinstance(self.exemplar_bank_size, bool) or not isinstance(self.exemplar_bank_size, int) or self.exemplar_bank_size < 1:
+            raise ValueError(f"decode.exemplar_bank_size must be a positive integer, got {self.exemplar_bank_size!r}")
+
+    @property
+    def first_pass_completion(self) -> str:
+        """The completion each image gets when decoded: for 'exemplar' its fallback (the
+        exemplar pass over the whole split, `exemplar_pass.py`, follows)."""
+        return self.exemplar_fallback if self.completion == EXEMPLAR else self.completion
 
     @property
     def uses_points(self) -> bool:

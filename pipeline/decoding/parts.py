@@ -5,7 +5,8 @@ Parts live in `<visible predictions>.parts/<run hash>/<image_id>.json`, each hol
 is written atomically, so it exists only when its image is complete. Parts under another run
 hash (other parameters, models or inputs) are deleted when a run starts, so results of
 different settings never mix. `finalize` writes both prediction files atomically, then
-removes the parts.
+removes the parts; a pass over the whole split (completion 'exemplar') runs inside it, so
+an interruption there leaves the parts in place and a re-run only repeats that pass.
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ class PartStore:
         """Store one finished image atomically."""
         write_json(self._part(image_id), {"visible": visible, "amodal": amodal}, indent=None)
 
-    def finalize(self, image_ids) -> tuple[int, int]:
-        """Merge the parts of `image_ids` in order into both prediction files; returns the counts."""
+    def finalize(self, image_ids, split_pass=None) -> tuple[int, int]:
+        """Merge the parts of `image_ids` in order into both prediction files; returns the counts.
+
+        `split_pass(visible, amodal) -> amodal`, when given, rewrites the merged amodal entries
+        before they are written."""
         visible, amodal = [], []
         for i in image_ids:
             part = self._part(i)
@@ -69,6 +73,8 @@ class PartStore:
             d = json.loads(part.read_text(encoding="utf-8"))
             visible.extend(d["visible"])
             amodal.extend(d["amodal"])
+        if split_pass is not None:
+            amodal = split_pass(visible, amodal)
         write_predictions(self.visible_path, visible)
         write_predictions(self.amodal_path, amodal)
         shutil.rmtree(self.root)

@@ -5,7 +5,8 @@ Per-instance fields written beyond the COCO result ones:
     both files  gt_id, prompt_mode, fallback (the sampler's, '' in box mode), smoke
     amodal file completion, modal_given, occluder_source (see `occluders.py`; null when the
                 completion uses no occluders), occluder_ids (the instances whose masks were used),
-                amodal_source (see `amodal_source.py`)
+                amodal_source (see `amodal_source.py`; for 'exemplar' see `exemplar_pass.py`,
+                which also adds exemplar_fit and exemplar_gt_id)
 Scores: the visible decoder's predicted IoU of the chosen mask; for the amodal file the amodal
 decoder's (completion='decoder'), the visible one's (training-free), or 1.0 (modal-given).
 """
@@ -28,7 +29,8 @@ from pipeline.datasets.skips import (
     write_skip_part, write_skips,
 )
 from pipeline.decoding.amodal_source import amodal_source
-from pipeline.decoding.completion import DECODER, NEEDS_OCCLUDERS, complete
+from pipeline.decoding.completion import DECODER, EXEMPLAR, complete, uses_occluders
+from pipeline.decoding.exemplar_pass import complete_split
 from pipeline.decoding.occluders import VlmOcclusion, choose_occluders, union
 from pipeline.decoding.params import (
     DEFAULT_AMODAL,
@@ -92,7 +94,7 @@ def _read_inputs(dataset: AmodalDataset, params: DecodeParams, points_path: Path
         extra = len(points.keys() - wanted)
         if extra:
             log.warning("%s: %d instance(s) have points but are not in %s; ignored", points_path, extra, dataset.annotation_file)
-    if params.completion in NEEDS_OCCLUDERS and params.occluders == "vlm":
+    if uses_occluders(params.completion) and params.occluders == "vlm":
         occlusion = read_occlusion(cache_path)
         info = read_info(cache_path)
         smoke |= info.smoke
@@ -157,7 +159,7 @@ def decode_one_image(
             mask, score = decoded.amodal[q], decoded.amodal_iou[q]
         else:
             occluder_mask = np.zeros((image.height, image.width), dtype=bool)
-            if params.completion in NEEDS_OCCLUDERS:
+            if uses_occluders(params.completion):
                 vlm = None
                 if params.occluders == "vlm":
                     key = (int(image.id), int(inst.id))
@@ -174,7 +176,7 @@ def decode_one_image(
                     raise ValueError(f"{annotation_file}: image {image.id}: {e}") from e
                 source, used = choice.source, choice.ids
                 occluder_mask = union(used, base, occluder_mask.shape)
-            mask = complete(params.completion, base[inst.id], occluder_mask, inst.bbox)
+            mask = complete(params.first_pass_completion, base[inst.id], occluder_mask, inst.bbox)
             score = base_scores[q]
         amodal_entries.append(
             _entry(
@@ -184,7 +186,7 @@ def decode_one_image(
                 modal_given=params.modal_given,
                 occluder_source=source,
                 occluder_ids=[int(i) for i in used],
-                amodal_source=amodal_source(params.completion, used),
+                amodal_source=amodal_source(params.first_pass_completion, used),
                 **common,
             )
         )
@@ -259,17 +261,31 @@ def run_decode(
     counts = merge_when_complete(
         store.dir, lambda: unfinished(store.dir, store.missing(image_ids)),
         lambda: merge_predictions(store, image_ids, skips, n_images, max_skipped_fraction,
-                                  str(dataset.annotation_file)),
+                                  str(dataset.annotation_file), split_pass(dataset, params)),
         shard, f"{visible_path} and {amodal_path}")
     n_visible, n_amodal = counts if counts is not None else (None, None)
     return DecodeSummary(Path(visible_path), Path(amodal_path), len(dataset.images), n_visible, n_amodal, len(todo), smoke)
 
 
+def split_pass(dataset: AmodalDataset, params: DecodeParams):
+    """The pass over the whole split that follows the per-image decoding (the exemplar
+    completion, `exemplar_pass.py`), or None; it runs where the parts are merged, so once over
+    every image whatever the number of processes that decoded them."""
+    if params.completion != EXEMPLAR:
+        return None
+
+    def complete_amodal(visible: list[dict], amodal: list[dict]) -> list[dict]:
+        return complete_split(dataset, params, visible, amodal)[0]
+
+    return complete_amodal
+
+
 def merge_predictions(store: PartStore, image_ids: list[int], known_skips: list[Skip], n_images: int,
-                      max_skipped_fraction: float, where: str) -> tuple[int, int]:
-    """Both prediction files from the parts of `image_ids` (finished or skipped) and the skip
-    list beside the amodal file (`known_skips` + the images skipped here); returns the counts."""
+                      max_skipped_fraction: float, where: str, split_pass=None) -> tuple[int, int]:
+    """Both prediction files from the parts of `image_ids` (finished or skipped), completed by
+    `split_pass` when given, and the skip list beside the amodal file (`known_skips` + the
+    images skipped here); returns the counts."""
     counts, skips = merge_with_skips(store.dir, image_ids, known_skips, n_images, max_skipped_fraction,
-                                     where, store.finalize)
+                                     where, lambda kept: store.finalize(kept, split_pass))
     write_skips(store.amodal_path, skips)
     return counts

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.datasets.skips import skipped_image_ids
-from pipeline.decoding.params import DEFAULT_AMODAL, DEFAULT_CACHE, DEFAULT_POINTS, DEFAULT_VISIBLE
+from pipeline.decoding.params import DEFAULT_AMODAL, DEFAULT_CACHE, DEFAULT_POINTS, DEFAULT_VISIBLE, DecodeParams
 
 
 def merge_extract(cache: Path, dataset, max_skipped_fraction: float) -> list:
@@ -23,22 +23,25 @@ def merge_extract(cache: Path, dataset, max_skipped_fraction: float) -> list:
                      lambda: merge_cache(cache, dataset, None, max_skipped_fraction), str(cache))
 
 
-def merge_decode(visible: Path, amodal: Path, dataset, points: Path, max_skipped_fraction: float) -> tuple[int, int]:
+def merge_decode(visible: Path, amodal: Path, dataset, points: Path, max_skipped_fraction: float,
+                 decode_params) -> tuple[int, int]:
     """Both prediction files from the decode parts (the images the earlier stages skipped, listed
-    beside `points`, are left out); returns (visible, amodal) entry counts."""
+    beside `points`, are left out; the split pass of `decode_params`, e.g. the exemplar
+    completion, runs here); returns (visible, amodal) entry counts."""
     from pipeline.datasets.skips import read_skips, unfinished, without_skipped_images
     from pipeline.decoding.parts import PartStore
-    from pipeline.decoding.run import merge_predictions
+    from pipeline.decoding.run import merge_predictions, split_pass
     from pipeline.scaling.merge import merge_now
 
     known = read_skips(points)
     known = list(dataset.skips) if known is None else known
     n_images = len(dataset.images)
-    image_ids = [im.id for im in without_skipped_images(dataset, known).images]
+    kept = without_skipped_images(dataset, known)
+    image_ids = [im.id for im in kept.images]
     store = PartStore.existing(visible, amodal)
     return merge_now(store.dir, lambda: unfinished(store.dir, store.missing(image_ids)),
                      lambda: merge_predictions(store, image_ids, known, n_images, max_skipped_fraction,
-                                               str(dataset.annotation_file)),
+                                               str(dataset.annotation_file), split_pass(kept, decode_params)),
                      f"{visible} and {amodal}")
 
 
@@ -61,15 +64,17 @@ def merge_command(
     try:
         if stage not in ("extract", "decode"):
             raise ValueError(f"stage {stage!r}: expected extract or decode")
-        dataset_params = DatasetParams.from_dict(section(load_params(params), "dataset", params))
+        all_params = load_params(params)
+        dataset_params = DatasetParams.from_dict(section(all_params, "dataset", params))
         dataset = load(dataset_params)
         n = len(dataset.images)
         if stage == "extract":
             skips = merge_extract(cache, dataset, dataset_params.max_skipped_fraction)
             typer.echo(f"wrote {cache} ({n} images, {len(skipped_image_ids(skips))} skipped)")
         else:
+            decode_params = DecodeParams.from_dict(section(all_params, "decode", params), all_params.get("prompt_mode"))
             n_visible, n_amodal = merge_decode(out_visible, out_amodal, dataset, points,
-                                               dataset_params.max_skipped_fraction)
+                                               dataset_params.max_skipped_fraction, decode_params)
             typer.echo(f"wrote {out_visible} ({n_visible}) and {out_amodal} ({n_amodal}) of {n} images")
     except (DatasetError, CacheFormatError, FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         typer.echo(f"error: {e}", err=True)

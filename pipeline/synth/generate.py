@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pipeline import masks
 from pipeline.atomic import atomic_path, write_json
 from pipeline.synth.categories import CATEGORIES
-from pipeline.synth.scene import SceneConfig, layout, render
+from pipeline.synth.scene import SceneConfig, layout, render, rigid_catalogue
 
 ANNOTATION_NAME = "D2S_amodal_synth.json"
 IMAGE_FORMATS = ("jpg", "png")
@@ -64,16 +64,20 @@ def _annotations(objects, image_id: int, first_id: int) -> list[dict]:
 
 
 def iter_scenes(
-    n_images: int, seed: int = 0, config: SceneConfig = SceneConfig(), image_format: str = "jpg"
+    n_images: int, seed: int = 0, config: SceneConfig = SceneConfig(), image_format: str = "jpg",
+    pixels: bool = True,
 ) -> Iterator[SynthScene]:
-    """Generate scenes one at a time (image ids 1..n, annotation ids running from 1)."""
+    """Generate scenes one at a time (image ids 1..n, annotation ids running from 1).
+
+    pixels=False skips painting (`rgb` is None; the annotations are the same)."""
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     next_id = 1
+    rigid = rigid_catalogue(seed, config) if config.world == "rigid" else None
     for image_id in range(1, n_images + 1):
         rng = np.random.default_rng([seed, image_id])
-        objects = layout(config, rng)
-        rgb = render(objects, config, rng)
+        objects = layout(config, rng, rigid)
+        rgb = render(objects, config, rng) if pixels else None
         image = {"id": image_id, "file_name": f"images/synth_{image_id:06d}.{image_format}",
                  "width": config.width, "height": config.height}
         anns = _annotations(objects, image_id, next_id)
@@ -94,11 +98,12 @@ def coco_dict(images: list[dict], annotations: list[dict], seed: int, config: Sc
 
 
 def synth_coco(
-    n_images: int, seed: int = 0, width: int = 640, height: int = 480, **config
+    n_images: int, seed: int = 0, width: int = 640, height: int = 480, pixels: bool = True, **config
 ) -> tuple[dict, list[np.ndarray]]:
-    """In memory, no disk: (annotation dict, RGB images in image-id order)."""
+    """In memory, no disk: (annotation dict, RGB images in image-id order; None each with
+    pixels=False)."""
     cfg = SceneConfig(width=width, height=height, **config)
-    scenes = list(iter_scenes(n_images, seed, cfg))
+    scenes = list(iter_scenes(n_images, seed, cfg, pixels=pixels))
     data = coco_dict([s.image for s in scenes], [a for s in scenes for a in s.annotations], seed, cfg)
     return data, [s.rgb for s in scenes]
 

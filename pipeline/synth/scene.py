@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.synth.categories import CATEGORIES, Category
-from pipeline.synth.shapes import silhouette
+from pipeline.synth.shapes import outline, rasterise, silhouette
+
+WORLDS = ("free", "rigid")
 from pipeline.synth.textures import background, texture
 
 
@@ -25,6 +27,12 @@ class SceneConfig:
     max_tries            redraws of one candidate before it is dropped
     cluster_prob         chance that a new object is centred near an earlier one (products
                          piled together), else it is placed uniformly
+    world                'free': every object a new random shape of its category's kind;
+                         'rigid': each category ONE fixed silhouette and size (drawn from the
+                         seed, `rigid_catalogue`), every instance of it that silhouette
+                         rotated in the image plane, as products seen from above in D2S
+    rigid_scale          rigid world: each instance scaled by a factor drawn uniformly from
+                         this range ((1, 1): fixed camera height, every instance one size)
     """
 
     width: int = 640
@@ -36,8 +44,14 @@ class SceneConfig:
     min_visible_px: int = 64
     max_tries: int = 25
     cluster_prob: float = 0.6
+    world: str = "free"
+    rigid_scale: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if not 0 < self.rigid_scale[0] <= self.rigid_scale[1]:
+            raise ValueError(f"rigid_scale must satisfy 0 < lo <= hi, got {self.rigid_scale}")
         if self.width < 32 or self.height < 32:
             raise ValueError(f"synthetic images must be at least 32x32, got {self.width}x{self.height}")
         lo, hi = self.size_range
@@ -80,15 +94,45 @@ def _place(parts, sw: int, sh: int, cfg: SceneConfig, rng: np.random.Generator) 
     return int(rng.integers(0, cfg.width - sw + 1)), int(rng.integers(0, cfg.height - sh + 1))
 
 
-def layout(cfg: SceneConfig, rng: np.random.Generator) -> list[PlacedObject]:
+@dataclass(frozen=True)
+class RigidShape:
+    """A category's one silhouette in the rigid world: a unit-radius polygon and its size as
+    a fraction of min(width, height)."""
+
+    polygon: np.ndarray
+    size: float
+
+
+def rigid_catalogue(seed: int, cfg: SceneConfig) -> dict[int, RigidShape]:
+    """Each category's fixed silhouette, drawn from its own RNG seeded by (seed, category id)."""
+    out = {}
+    for cat in CATEGORIES:
+        rng = np.random.default_rng([seed, 0, cat.id])
+        pts = outline(cat.shape, rng)
+        out[cat.id] = RigidShape(pts / np.linalg.norm(pts, axis=1).max(), float(rng.uniform(*cfg.size_range)))
+    return out
+
+
+def _silhouette(cat: Category, cfg: SceneConfig, rng: np.random.Generator,
+                rigid: dict[int, RigidShape] | None) -> np.ndarray:
+    short = min(cfg.height, cfg.width)
+    if rigid is None:
+        return silhouette(cat.shape, rng.uniform(*cfg.size_range) * short, rng)
+    shape = rigid[cat.id]
+    size = shape.size * short * rng.uniform(*cfg.rigid_scale)
+    return rasterise(shape.polygon, rng.uniform(0, 2 * np.pi), size, fit_extent=False)
+
+
+def layout(cfg: SceneConfig, rng: np.random.Generator,
+           rigid: dict[int, RigidShape] | None = None) -> list[PlacedObject]:
     """Draw objects back to front; each new object is in front of all earlier ones.
+    `rigid`: the rigid world's catalogue (None: free shapes).
 
     A candidate that would leave an earlier object with occlusion > max_occlusion or fewer
     than min_visible_px visible pixels is redrawn (new category, shape, place); after
     max_tries it is dropped. Masks are only touched inside the candidate's box.
     """
     h, w = cfg.height, cfg.width
-    short = min(h, w)
     visibles: list[np.ndarray] = []
     visible_area: list[int] = []
     amodal_area: list[int] = []
@@ -96,7 +140,7 @@ def layout(cfg: SceneConfig, rng: np.random.Generator) -> list[PlacedObject]:
     for _ in range(_instance_count(cfg, rng)):
         for _attempt in range(cfg.max_tries):
             cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-            sil = silhouette(cat.shape, rng.uniform(*cfg.size_range) * short, rng)
+            sil = _silhouette(cat, cfg, rng, rigid)
             sh, sw = sil.shape
             if sh > h or sw > w:
                 continue

@@ -55,18 +55,25 @@ def _cross(rng: np.random.Generator) -> np.ndarray:
 _KINDS = {"blob": _blob, "star": _star, "ell": _ell, "arc": _arc, "cross": _cross}
 
 
-def silhouette(kind: str, size: float, rng: np.random.Generator) -> np.ndarray:
-    """A bool mask (tight crop, about `size` pixels across) of a random shape of `kind`.
-
-    The unit polygon is stretched (aspect 0.6-1.0), rotated, scaled, filled with sub-pixel
-    precision and smoothed (Gaussian blur, threshold 0.5) so corners are rounded like products.
-    """
+def outline(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """The polygon (n x 2) of a random shape of `kind`, stretched to an aspect of 0.6-1.0."""
     pts = _KINDS[kind](rng)
-    pts = pts * np.array([1.0, rng.uniform(0.6, 1.0)])
-    angle = rng.uniform(0, 2 * np.pi)
+    return pts * np.array([1.0, rng.uniform(0.6, 1.0)])
+
+
+def rasterise(pts: np.ndarray, angle: float, size: float, fit_extent: bool = True) -> np.ndarray:
+    """A bool mask (tight crop) of polygon `pts` rotated by `angle` (radians).
+
+    fit_extent: the rotated polygon is scaled so its larger extent is `size` pixels; else
+    `pts` are taken as already normalised (unit radius) and scaled by size / 2, so one shape
+    keeps its size in every rotation. Filled with sub-pixel precision and smoothed (Gaussian
+    blur, threshold 0.5) so corners are rounded like products.
+    """
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     pts = pts @ rot.T
-    pts = pts / np.abs(pts).max() * (size / 2)
+    if fit_extent:
+        pts = pts / np.abs(pts).max()
+    pts = pts * (size / 2)
     margin = 3
     pts = pts - pts.min(0) + margin
     w, h = (np.ceil(pts.max(0)) + margin).astype(int)
@@ -78,3 +85,10 @@ def silhouette(kind: str, size: float, rng: np.random.Generator) -> np.ndarray:
     mask = smooth >= 128
     ys, xs = np.nonzero(mask)
     return mask[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+
+
+def silhouette(kind: str, size: float, rng: np.random.Generator) -> np.ndarray:
+    """A bool mask (tight crop, about `size` pixels across) of a random shape of `kind`,
+    randomly rotated (`outline`, `rasterise`)."""
+    pts = outline(kind, rng)
+    return rasterise(pts, rng.uniform(0, 2 * np.pi), size)
