@@ -252,8 +252,9 @@ def run_decode(
         try:
             visible, amodal = decode_one_image(image, models, params, inputs, dataset.annotation_file)
         except ImageSkipError as e:
-            handle_image_error(on_error, "decode", image, e, skips)
-            write_skip_part(store.dir, skips[-1])
+            skipped_here: list[Skip] = []
+            handle_image_error(on_error, "decode", image, e, skipped_here)
+            write_skip_part(store.dir, skipped_here[0])
             continue
         store.write(image.id, visible, amodal)
         clear_skip_part(store.dir, image.id)
