@@ -54,8 +54,8 @@ def resized_hw(image_processor, image_hw: tuple[int, int]) -> tuple[int, int]:
 def qwen_token_grid(config, processor, image_hw: tuple[int, int]) -> QwenTokenGrid:
     """Rows, columns and pixel rectangles of the image tokens of an `image_hw` image."""
     vision, image_processor = config.vision_config, processor.image_processor
+    _check_same("merge size", vision.spatial_merge_size, getattr(image_processor, "merge_size", None))
     _check_same("patch_size", vision.patch_size, image_processor.patch_size)
-    _check_same("merge size", vision.spatial_merge_size, image_processor.merge_size)
     _check_same("temporal_patch_size", vision.temporal_patch_size, image_processor.temporal_patch_size)
     patch, merge = vision.patch_size, vision.spatial_merge_size
     cell = patch * merge
