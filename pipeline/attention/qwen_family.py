@@ -61,11 +61,25 @@ def qwen_image_processor(min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int =
     """The PIL image processor of both families with the given pixel budget."""
     from transformers import Qwen2VLImageProcessorPil
 
-    check_pixel_budget(min_pixels, max_pixels)
     return Qwen2VLImageProcessorPil(
-        min_pixels=min_pixels, max_pixels=max_pixels, patch_size=PATCH_SIZE,
+        size=pixel_budget_size(min_pixels, max_pixels), patch_size=PATCH_SIZE,
         temporal_patch_size=TEMPORAL_PATCH_SIZE, merge_size=MERGE_SIZE,
     )
+
+
+def load_qwen_image_processor(model_id: str, min_pixels: int, max_pixels: int, **hub_kwargs):
+    """A checkpoint's image processor (PIL backend) with the pixel budget replacing its own."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    check_pixel_budget(min_pixels, max_pixels)
+    return Qwen2VLImageProcessorPil.from_pretrained(model_id, min_pixels=min_pixels, max_pixels=max_pixels,
+                                                    **hub_kwargs)
+
+
+def pixel_budget_size(min_pixels: int, max_pixels: int) -> dict:
+    """The image processor's `size` of a pixel budget (transformers' successor of min/max_pixels)."""
+    check_pixel_budget(min_pixels, max_pixels)
+    return {"shortest_edge": min_pixels, "longest_edge": max_pixels}
 
 
 

@@ -158,8 +158,7 @@ def _load_real(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
     if params.family is not None and params.family != family:
         raise ValueError(f"{params.id}: models.vlm.family is {params.family!r} but the checkpoint is {family!r}")
     try:
-        processor = _processor_class(family).from_pretrained(params.id, backend="pil",
-                                                             **_pixel_budget(params, family), **hub_kwargs)
+        processor = _load_processor(params, family, hub_kwargs)
         model_cls = getattr(tf, _MODEL_CLASSES[family])
         model = model_cls.from_pretrained(
             params.id, config=config, dtype=dtype, attn_implementation="sdpa",
@@ -179,7 +178,7 @@ def _load_real(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
 
 
 def _pixel_budget(params: VlmModelParams, family: str) -> dict:
-    """Processor keyword arguments of the pixel budget (Qwen families); LLaVA keeps the defaults."""
+    """min_pixels / max_pixels of a Qwen family; {} for LLaVA (an error unless left at the defaults)."""
     from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QWEN_FAMILIES
 
     if family in QWEN_FAMILIES:
@@ -188,6 +187,17 @@ def _pixel_budget(params: VlmModelParams, family: str) -> dict:
         raise ValueError(f"models.vlm.min_pixels / max_pixels apply to the Qwen families only; {family} "
                          "has a fixed input resolution: remove them")
     return {}
+
+
+def _load_processor(params: VlmModelParams, family: str, hub_kwargs: dict):
+    """The family's processor from the checkpoint (PIL backend; Qwen: with the pixel budget)."""
+    from pipeline.attention.qwen_family import QWEN_FAMILIES, load_qwen_image_processor
+
+    budget = _pixel_budget(params, family)
+    if family in QWEN_FAMILIES:
+        image_processor = load_qwen_image_processor(params.id, **budget, **hub_kwargs)
+        return _processor_class(family).from_pretrained(params.id, image_processor=image_processor, **hub_kwargs)
+    return _processor_class(family).from_pretrained(params.id, backend="pil", **hub_kwargs)
 
 
 def _processor_class(family: str):
