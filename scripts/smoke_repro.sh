@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end smoke run of the real DVC pipeline in a temporary copy of the repository:
 # synthetic D2SA-format scenes, tiny random-weight models (every output marked SMOKE),
-# `dvc repro`, then `dvc metrics show` and `dvc plots show`.
+# `dvc repro`, then `dvc metrics show` and `dvc plots show`. SMOKE_FAMILY=qwen2_5_vl (or any
+# models.vlm.family) picks the smoke VLM's family.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-$repo/.venv/bin/python}"
@@ -15,9 +16,12 @@ cd "$work/repo"
 export PATH="$bindir:$PATH"
 "$bindir/vlmsam" synth --out data/synth --images "${SMOKE_IMAGES:-3}" --seed 0 --width 320 --height 240
 "$py" - <<'PY'
+import os
 from pipeline.profiles import SMOKE_OVERRIDES, write_profile
+family = os.environ.get("SMOKE_FAMILY")
 write_profile("params.yaml", "params.yaml", {
     **SMOKE_OVERRIDES,
+    **({"models.vlm.family": family} if family else {}),
     "dataset.annotations": "data/synth/D2S_amodal_synth.json",
     "dataset.images": None,
 })

@@ -10,6 +10,9 @@ from functools import lru_cache
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
+QWEN_CHECKPOINTS = ("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2-VL-7B-Instruct")
+"""The supported hub checkpoints of the two families (listed by `vlmsam weights`)."""
+
 QWEN_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
