@@ -47,15 +47,12 @@ DEFAULT_MIN_PIXELS = 1024 * 28 * 28
 """Default lower pixel budget: at least 1,024 image tokens (28x28 px each after the 2x2 merge);
 grounding degrades below about 1,024 tokens (llama.cpp PR 17020, see the attention notes)."""
 DEFAULT_MAX_PIXELS = 1280 * 28 * 28
-"""Default upper pixel budget: the processor's own default (1,280 tokens)."""
-
-RELATIVE_DEPTH = {"qwen2_vl": 22 / 28, "qwen2_5_vl": 22 / 28}
-"""Literature layer of the family as a fraction of the language model's depth: ViCrop reads
-Qwen2.5-VL-7B's layer 22 of 28 (`qwen2_5_methods.py`); DecAF uses the middle layer (~14 of 28).
-Qwen2-VL-7B shares the 28-layer Qwen2 language model and gets the same depth."""
+"""Default upper pixel budget: 1,280 tokens, transformers' default for the image processor class
+(the checkpoints' own preprocessor_config.json allows up to 16,384 tokens)."""
 
 
 def check_family(family: str) -> None:
+    """A clear error for a family that is not Qwen2-VL / Qwen2.5-VL."""
     if family not in QWEN_FAMILIES:
         raise ValueError(f"unknown Qwen VLM family {family!r}; expected one of {QWEN_FAMILIES}")
 
@@ -85,7 +82,6 @@ def pixel_budget_size(min_pixels: int, max_pixels: int) -> dict:
     return {"shortest_edge": min_pixels, "longest_edge": max_pixels}
 
 
-
 def check_pixel_budget(min_pixels: int, max_pixels: int) -> None:
     """A clear error for a budget smart_resize cannot honour."""
     factor = PATCH_SIZE * MERGE_SIZE
@@ -94,7 +90,6 @@ def check_pixel_budget(min_pixels: int, max_pixels: int) -> None:
                          f"token), got {min_pixels!r}")
     if max_pixels < min_pixels:
         raise ValueError(f"models.vlm.max_pixels ({max_pixels}) must be >= models.vlm.min_pixels ({min_pixels})")
-
 
 
 @lru_cache(maxsize=None)

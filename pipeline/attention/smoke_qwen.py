@@ -18,8 +18,8 @@ of it is a SMOKE result.
 from __future__ import annotations
 
 from pipeline.attention.qwen_family import (
-    DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, MERGE_SIZE, PATCH_SIZE, QWEN_CHAT_TEMPLATE, QWEN_FAMILIES,
-    QWEN_SPECIAL_TOKENS, TEMPORAL_PATCH_SIZE, check_family, qwen_image_processor, qwen_processor_class,
+    DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, MERGE_SIZE, PATCH_SIZE, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS,
+    TEMPORAL_PATCH_SIZE, check_family, qwen_image_processor, qwen_processor_class,
 )
 
 _TEXT_LAYERS = 3
