@@ -114,8 +114,10 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
     if not (project / "dvc.lock").exists():
         _run([str(BIN / "dvc"), "repro"], project)
         _commit(project, "baseline smoke run")
+    # prompt_mode=points: the workspace may hold an earlier box-prompt experiment, whose decoder
+    # never reads the attention, so DVC would restore evaluate from its run cache
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "qwen25", "-S", "models.vlm.family=qwen2_5_vl",
-                "-S", "models.vlm.id=Qwen/Qwen2.5-VL-7B-Instruct"], project)
+                "-S", "models.vlm.id=Qwen/Qwen2.5-VL-7B-Instruct", "-S", "prompt_mode=points"], project)
     assert _ran_stages(out) == ["extract", "sample", "decode", "evaluate"]
     info = read_info(project / "cache" / "attention.h5")
     assert info.smoke and info.model_id == "smoke/qwen2_5_vl"
