@@ -75,7 +75,8 @@ def identity_model(family: str):
     if family not in _MODELS:
         text = dict(vocab_size=8, hidden_size=4 * D, intermediate_size=8, num_hidden_layers=1,
                     num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
-                    bos_token_id=None, eos_token_id=None, rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 0], "rope_theta": 1e6})
+                    bos_token_id=None, eos_token_id=None,
+                    rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 0], "rope_theta": 1e6})
         ids = dict(image_token_id=1, video_token_id=2, vision_start_token_id=5, vision_end_token_id=6)
         if family == "qwen2_vl":
             vision = tf.Qwen2VLVisionConfig(depth=0, embed_dim=D, hidden_size=4 * D, num_heads=1,
@@ -144,8 +145,8 @@ def test_placement_equals_transformers_processor_and_merger(family, budget):
     processor = processor_for(family, budget)
     for image_hw in SIZES:
         height, width = image_hw
-        inputs = processor(images=coordinate_image(height, width), text="<|vision_start|><|image_pad|><|vision_end|> describe it",
-                           return_tensors="pt")
+        inputs = processor(images=coordinate_image(height, width),
+                           text="<|vision_start|><|image_pad|><|vision_end|> describe it", return_tensors="pt")
         layout = placement_for(config, processor, image_hw)
         positions = layout.image_positions(inputs["input_ids"])
         assert np.all(np.diff(positions) == 1) and layout.keep.all()

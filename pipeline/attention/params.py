@@ -5,7 +5,8 @@ params.yaml layout read here::
     models:
       profile: smoke | real          # smoke = tiny random-weight VLM, everything marked SMOKE
       vlm:                           # VlmModelParams (only this sub-mapping is read here)
-        family: null                 # llava | llava_next | llava_onevision | qwen2_vl | qwen2_5_vl | null (= from config)
+        family: null                 # llava | llava_next | llava_onevision | qwen2_vl | qwen2_5_vl
+                                     # | null (= from config)
         id: llava-hf/llava-v1.6-mistral-7b-hf
         ...
       ...                            # other keys of `models` belong to other stages
@@ -66,8 +67,9 @@ class VlmModelParams:
 
     profile    'real' loads `id` from the Hugging Face cache or a local folder; 'smoke' builds
                a tiny random-weight model of `family` (default 'real')
-    family     'llava' | 'llava_next' | 'llava_onevision' | 'qwen2_vl' | 'qwen2_5_vl'; None = read from the checkpoint's
-               config.model_type (real) or from `id` when it is a known default id (smoke)
+    family     'llava' | 'llava_next' | 'llava_onevision' | 'qwen2_vl' | 'qwen2_5_vl'; None = read
+               from the checkpoint's config.model_type (real) or from `id` when it is a known
+               default id (smoke)
     id         Hugging Face repo id or local folder (default LLaVA-NeXT Mistral-7B)
     revision   hub revision (branch, tag or commit); None = the cached 'main' (default None)
     dtype      'auto' (bfloat16 on CUDA, float32 on CPU) | 'float32' | 'bfloat16' | 'float16'

@@ -182,7 +182,8 @@ def encode_prompt(processor, image, question: Question, include_last_token: bool
         if image_inputs.token_types:  # as the processor builds them from the ids
             import torch
 
-            enc["mm_token_type_ids"] = torch.tensor(processor.create_mm_token_type_ids(enc["input_ids"].tolist()))
+            token_types = processor.create_mm_token_type_ids(enc["input_ids"].tolist())
+            enc["mm_token_type_ids"] = torch.tensor(token_types)
     offsets = enc.pop("offset_mapping", None)
     input_ids = enc["input_ids"][0].numpy().astype(np.int64)
     image_token_id = processor.image_token_id

@@ -1,4 +1,5 @@
-"""Loading the VLM: a real LLaVA-family checkpoint (HF cache or local folder) or a smoke model.
+"""Loading the VLM: a real LLaVA-family or Qwen2-VL / Qwen2.5-VL checkpoint (HF cache or local
+folder) or a smoke model.
 
 Real profile: the family comes from the checkpoint's `config.model_type` ('llava',
 'llava_next', 'llava_onevision', 'qwen2_vl', 'qwen2_5_vl'); the model class is the family's
