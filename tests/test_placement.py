@@ -52,11 +52,15 @@ def test_smoke_vlm_features_line_up_with_layout(smoke, image_hw):
     assert kept.shape[0] == len(layout.placement)
     assert np.all(inputs["input_ids"][0, kept].numpy() == model.config.image_token_id)
 
-    kwargs = {k: inputs[k] for k in ("pixel_values", "image_sizes") if k in inputs}
+    kwargs = {k: inputs[k] for k in ("pixel_values", "image_sizes", "image_grid_thw") if k in inputs}
     with torch.no_grad():
         feats = torch.cat(model.model.get_image_features(**kwargs).pooler_output, dim=0)
     assert feats.shape[0] == layout.n_image_tokens
-    if family == "llava":
+    if family.startswith("qwen"):
+        assert layout.keep.all()
+        _, grid_h, grid_w = inputs["image_grid_thw"][0].tolist()
+        assert layout.view_shapes == {0: (grid_h // 2, grid_w // 2)}
+    elif family == "llava":
         assert layout.keep.all()
     else:
         newline = model.model.image_newline.detach()
@@ -75,7 +79,7 @@ def test_layout_arrays_fit_the_cache(smoke):
     assert np.all(p.rect[:, 0] <= p.rect[:, 2]) and np.all(p.rect[:, 1] <= p.rect[:, 3])
     assert p.rect[:, [0, 2]].min() >= 0 and p.rect[:, [0, 2]].max() <= 260
     assert p.rect[:, [1, 3]].min() >= 0 and p.rect[:, [1, 3]].max() <= 150
-    assert set(np.unique(p.view)) == ({0} if family == "llava" else {0, 1})
+    assert set(np.unique(p.view)) == ({0} if family == "llava" or family.startswith("qwen") else {0, 1})
 
 
 def test_positions_helpers():
@@ -112,10 +116,13 @@ def test_config_processor_disagreements_are_clear_errors():
     processor.vision_feature_select_strategy = "default"
 
     class Other:
-        model_type = "qwen2_vl"
+        model_type = "idefics3"
 
-    with pytest.raises(PlacementError, match="qwen2_vl"):
+    with pytest.raises(PlacementError, match="idefics3"):
         placement_for(Other(), processor, (100, 100))
+    qwen_model, _ = build_smoke_vlm("qwen2_5_vl")
+    with pytest.raises(PlacementError, match="disagree"):
+        placement_for(qwen_model.config, processor, (100, 100))
 
 
 def test_pixel_map_composition_and_inverse():

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from pipeline.attention.smoke_models import (
-    FAMILIES,
+    LLAVA_FAMILIES,
     SMOKE_MODEL_IDS,
     VISION_IMAGE_SIZE,
     build_smoke_tokenizer,
@@ -34,7 +34,7 @@ def _inputs(processor, question="Which objects occlude the banana bundle?", imag
     return text, processor(images=image or _image(), text=text, return_tensors="pt")
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=LLAVA_FAMILIES)  # Qwen: test_qwen_family.py
 def family_vlm(request):
     model, processor = build_smoke_vlm(request.param)
     return request.param, model, processor

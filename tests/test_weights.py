@@ -118,7 +118,9 @@ def test_status_lists_everything_and_finds_cached_vlms(places):
 
     rows = _by_name(weights_status(hf_cache_dir=hub))
     assert set(rows) == {"EfficientSAM vitt", "EfficientSAM vits", "amodal mask decoder (optional)", f"VLM {LLAVA_NEXT}",
-                         f"VLM {LLAVA_15}", "VLM llava-hf/llava-onevision-qwen2-0.5b-ov-hf"}
+                         f"VLM {LLAVA_15}", "VLM llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+                         "VLM Qwen/Qwen2.5-VL-3B-Instruct", "VLM Qwen/Qwen2.5-VL-7B-Instruct",
+                         "VLM Qwen/Qwen2-VL-7B-Instruct"}
     assert rows["EfficientSAM vitt"].present and rows["EfficientSAM vitt"].needed
     assert not rows["EfficientSAM vits"].present and not rows["EfficientSAM vits"].needed
     assert "efficient_sam_vits.pt.zip" in rows["EfficientSAM vits"].get_it
@@ -128,6 +130,8 @@ def test_status_lists_everything_and_finds_cached_vlms(places):
     onevision = rows["VLM llava-hf/llava-onevision-qwen2-0.5b-ov-hf"]
     assert not onevision.present and "hf download llava-hf/llava-onevision-qwen2-0.5b-ov-hf --cache-dir" in onevision.get_it
     assert not rows["amodal mask decoder (optional)"].needed
+    qwen = rows["VLM Qwen/Qwen2.5-VL-3B-Instruct"]
+    assert not qwen.present and not qwen.needed and "hf download Qwen/Qwen2.5-VL-3B-Instruct" in qwen.get_it
 
 
 def test_status_follows_the_models_section(places):
@@ -223,3 +227,14 @@ def test_weights_command_exit_status_follows_presence_and_loading(places, tmp_pa
 
     (vlm_dir / "model.safetensors").write_bytes(b"\x00" * 16)  # truncated weights
     assert runner.invoke(single, ["--params", str(params)]).exit_code == 1
+
+
+def test_a_cached_qwen_checkpoint_is_found_and_needed(places):
+    hub = places["tmp"] / "hub"
+    snapshot = _cache_model(hub, "Qwen/Qwen2.5-VL-7B-Instruct")
+    models = {"profile": "real", "vlm": {"family": "qwen2_5_vl", "id": "Qwen/Qwen2.5-VL-7B-Instruct",
+                                         "cache_dir": str(hub)}}
+    rows = _by_name(weights_status_for_models(models))
+    qwen = rows["VLM Qwen/Qwen2.5-VL-7B-Instruct"]
+    assert qwen.needed and qwen.present and qwen.path == snapshot
+    assert not rows["VLM Qwen/Qwen2-VL-7B-Instruct"].needed

@@ -5,7 +5,8 @@ params.yaml layout read here::
     models:
       profile: auto | real | smoke   # smoke = tiny random-weight VLM, everything marked SMOKE; auto: pipeline/profiles.py
       vlm:                           # VlmModelParams (only this sub-mapping is read here)
-        family: null                 # llava | llava_next | llava_onevision | null (= from config)
+        family: null                 # llava | llava_next | llava_onevision | qwen2_vl | qwen2_5_vl
+                                     # | null (= from config)
         id: llava-hf/llava-v1.6-mistral-7b-hf
         ...
       ...                            # other keys of `models` belong to other stages
@@ -26,9 +27,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_pixel_budget
 from pipeline.params_file import reject_unknown
 
-FAMILIES = ("llava", "llava_next", "llava_onevision")
+FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
 PROFILES = ("smoke", "real")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 HEAD_AGGREGATIONS = ("mean", "lowest_entropy")
@@ -38,6 +40,8 @@ DEFAULT_MODEL_IDS = {
     "llava": "llava-hf/llava-1.5-7b-hf",
     "llava_next": "llava-hf/llava-v1.6-mistral-7b-hf",
     "llava_onevision": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    "qwen2_vl": "Qwen/Qwen2-VL-7B-Instruct",
+    "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct",
 }
 
 DEFAULT_TEMPLATES = {
@@ -64,8 +68,9 @@ class VlmModelParams:
     profile    'real' loads `id` from the Hugging Face cache or a local folder; 'smoke' builds
                a tiny random-weight model of `family` (default 'real'); params.yaml's 'auto' is
                resolved to one of them before (`pipeline.profiles.resolve_profile`)
-    family     'llava' | 'llava_next' | 'llava_onevision'; None = read from the checkpoint's
-               config.model_type (real) or from `id` when it is a known default id (smoke)
+    family     'llava' | 'llava_next' | 'llava_onevision' | 'qwen2_vl' | 'qwen2_5_vl'; None = read
+               from the checkpoint's config.model_type (real) or from `id` when it is a known
+               default id (smoke)
     id         Hugging Face repo id or local folder (default LLaVA-NeXT Mistral-7B)
     revision   hub revision (branch, tag or commit); None = the cached 'main' (default None)
     dtype      'auto' (bfloat16 on CUDA, float32 on CPU) | 'float32' | 'bfloat16' | 'float16'
@@ -75,6 +80,11 @@ class VlmModelParams:
     allow_download  False (default): every `from_pretrained` runs with local_files_only=True, so
                loading never touches the network and a missing model fails at once with the
                `vlmsam weights` hint; True: a model missing from the cache is downloaded from the hub
+    min_pixels Qwen families: pixel budget of the image processor; `smart_resize` scales
+    max_pixels each image so that its area lies in [min_pixels, max_pixels] (one image token
+               per 28x28 px). Defaults 1024*28*28 and 1280*28*28: 1,024 to 1,280 image tokens
+               (grounding needs ~1,024; qwen_family.DEFAULT_MIN_PIXELS). The LLaVA families'
+               processors have fixed resolutions: for them both must keep the defaults.
     """
 
     profile: str = "real"
@@ -86,10 +96,13 @@ class VlmModelParams:
     cache_dir: str | None = None
     seed: int = 0
     allow_download: bool = False
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow_download, bool):
             raise ValueError(f"models.vlm.allow_download must be true or false, got {self.allow_download!r}")
+        check_pixel_budget(self.min_pixels, self.max_pixels)
         if self.profile not in PROFILES:
             raise ValueError(f"models.profile must be one of {PROFILES}, got {self.profile!r}")
         if self.family is not None and self.family not in FAMILIES:

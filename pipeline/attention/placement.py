@@ -17,6 +17,9 @@ Layouts (transformers 5.23, checked against its own feature packing in tests/tes
     llava_onevision  as llava_next, with the unpadded grid bilinearly downsampled when it
                      exceeds `anyres_max_N` tiles (a token's rect is the area its resampled
                      cell covers).
+    qwen2_vl,        one view: the whole image resized by `smart_resize` within the pixel
+    qwen2_5_vl       budget, one token per 2x2 group of 14-px patches, row-major
+                     (`placement_qwen.py`).
 
 `vision_feature_select_strategy`: "default" drops the first vision-tower output (the CLS of a
 CLIP tower; the first patch of a tower without CLS), "full" keeps it (a kept CLS is an
@@ -44,6 +47,7 @@ from pipeline.attention.placement_geometry import (
     check_tiles_unchanged,
     single_view_map,
 )
+from pipeline.attention.placement_qwen import qwen_token_grid
 
 __all__ = [
     "ImageTokenLayout",
@@ -229,10 +233,18 @@ def _place_anyres(config, processor, image_hw, tokens: _Tokens) -> dict:
     return shapes
 
 
+def _place_qwen(config, processor, image_hw, tokens: _Tokens) -> dict:
+    grid = qwen_token_grid(config, processor, image_hw)
+    tokens.add(VIEW_BASE, grid.rows.tolist(), grid.cols.tolist(), grid.rects, grid.boxes)
+    return {VIEW_BASE: grid.shape}
+
+
 _PLACERS = {
     "llava": _place_llava,
     "llava_next": _place_anyres,
     "llava_onevision": _place_anyres,
+    "qwen2_vl": _place_qwen,
+    "qwen2_5_vl": _place_qwen,
 }
 """The one family dispatch: model_type of the model config -> layout builder."""
 
@@ -257,7 +269,7 @@ def placement_for(model_config, processor, image_size_hw: tuple[int, int]) -> Im
         raise PlacementError(f"invalid image size (height, width) = {tuple(image_size_hw)}")
     _check_same(
         "vision_feature_select_strategy",
-        model_config.vision_feature_select_strategy,
+        getattr(model_config, "vision_feature_select_strategy", None),
         getattr(processor, "vision_feature_select_strategy", None),
     )
     image_hw = (height, width)

@@ -7,6 +7,14 @@ the cache, capturing the attention rows of its target tokens (see `capture.py`),
 the cache back to the prefix afterwards, so instances never see each other (tests prove the
 result equals a full forward of prefix + suffix, and that B after A equals B alone).
 `generate_from_prefix` answers a question (greedy decoding) from the same prefix.
+
+M-RoPE models (Qwen2-VL, Qwen2.5-VL) compute their 3-D position ids themselves: the prefill
+(cache empty) derives them from `image_grid_thw` and `mm_token_type_ids` and keeps the
+offset of the text positions after the image in the model (`rope_deltas`); a forward on a
+non-empty cache without attention mask continues at cache length + that offset. The prefix
+keeps its `rope_deltas` and hands them back to the model before each suffix, so prefixes of
+different images never mix. Suffix forwards pass no attention mask: one unpadded prompt
+needs none (the causal mask is built from the cache length).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 from pipeline.attention.capture import CAPTURE_ATTN, capture_rows, device_tensor, enable_capture
 
 _TEXT_ONLY_KEYS = ("input_ids", "attention_mask")
+_PER_TOKEN_KEYS = ("mm_token_type_ids",)  # processor outputs aligned with input_ids: cut to the prefix
 
 
 @dataclass
@@ -29,11 +38,18 @@ class PrefixState:
     prefix_len: int
     prefix_ids: torch.Tensor  # int64 [1, prefix_len]
     next_logits: torch.Tensor  # float [1, V]: logits after the last prefix token
+    rope_deltas: torch.Tensor | None = None  # M-RoPE models: the model's rope_deltas after the prefill
 
 
 def _image_token_ids(model) -> list[int]:
     ids = [getattr(model.config, name, None) for name in ("image_token_id", "video_token_id")]
     return [int(i) for i in ids if i is not None]
+
+
+def _mrope_model(model):
+    """The inner model holding `rope_deltas` (M-RoPE families), else None."""
+    inner = getattr(model, "model", None)
+    return inner if hasattr(inner, "rope_deltas") else None
 
 
 def _check_cache(state: PrefixState) -> None:
@@ -73,13 +89,16 @@ def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
         if n_all != n_prefix:
             raise ValueError(f"{n_all - n_prefix} of {n_all} image tokens (id {token_id}) lie after "
                              f"prefix_len {prefix_len}: the prefix must hold the whole image")
-    extra = {k: v for k, v in inputs.items() if k not in _TEXT_ONLY_KEYS}
+    extra = {k: v[:, :prefix_len] if k in _PER_TOKEN_KEYS else v
+             for k, v in inputs.items() if k not in _TEXT_ONLY_KEYS}
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids),
                     cache=cache, use_cache=True, logits_to_keep=1, **extra)
+    mrope = _mrope_model(model)
     state = PrefixState(cache=out.cache, prefix_len=prefix_len,
-                        prefix_ids=prefix_ids.clone(), next_logits=out.logits[:, -1].float())
+                        prefix_ids=prefix_ids.clone(), next_logits=out.logits[:, -1].float(),
+                        rope_deltas=None if mrope is None else mrope.rope_deltas)
     _check_cache(state)
     return state
 
@@ -91,6 +110,7 @@ def _check_suffix(model, state: PrefixState, suffix_ids: torch.Tensor) -> None:
         if bool((suffix_ids == token_id).any()):
             raise ValueError(f"suffix contains image token id {token_id}: images belong in the prefix")
     _check_cache(state)
+    _restore_rope_deltas(model, state)
 
 
 def _on_model_device(model, suffix_ids: torch.Tensor) -> torch.Tensor:
@@ -102,9 +122,18 @@ def _on_model_device(model, suffix_ids: torch.Tensor) -> torch.Tensor:
 
 def _forward_on_cache(model, cache, past_len: int, ids: torch.Tensor):
     """Forward `ids` after the `past_len` positions held by `cache` (which grows by len(ids))."""
-    mask = torch.ones(1, past_len + ids.shape[1], dtype=torch.long, device=ids.device)
-    return model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True,
-                 logits_to_keep=1)
+    if cache.get_seq_length() != past_len:
+        raise RuntimeError(f"the cache holds {cache.get_seq_length()} positions, expected {past_len}")
+    return model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+
+
+def _restore_rope_deltas(model, state: PrefixState) -> None:
+    """Give an M-RoPE model back the rope_deltas of this prefix (another prefill replaces them)."""
+    mrope = _mrope_model(model)
+    if mrope is not None:
+        if state.rope_deltas is None:
+            raise RuntimeError("the prefix was prefilled without M-RoPE rope_deltas but the model uses them")
+        mrope.rope_deltas = state.rope_deltas
 
 
 def run_suffix(model, state: PrefixState, suffix_ids: torch.Tensor, target_rows: Sequence[int],

@@ -106,16 +106,21 @@ def render_chat(processor, question_text: str) -> str:
     return rendered
 
 
+_PER_TOKEN_KEYS = ("input_ids", "attention_mask", "offset_mapping", "mm_token_type_ids")
+
+
 @dataclass
 class ImageInputs:
     """The processor's output for one image, reusable by every prompt about that image.
 
-    tensors      pixel_values, image_sizes, ... (batch of 1)
+    tensors      pixel_values, image_sizes, ... (batch of 1; no per-token outputs)
     replacement  the text the processor substitutes for the prompt's image token
+    token_types  the processor returns per-token `mm_token_type_ids` (Qwen: M-RoPE input)
     """
 
     tensors: dict
     replacement: str
+    token_types: bool = False  # the processor also returns mm_token_type_ids (rebuilt per prompt)
 
 
 @dataclass
@@ -163,8 +168,8 @@ def encode_prompt(processor, image, question: Question, include_last_token: bool
         if len(replacements) != 1:
             raise PromptError(f"expected one image placeholder in the prompt, found {len(replacements)}: {rendered!r}")
         image_inputs = ImageInputs(
-            {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "offset_mapping")},
-            replacements[0]["replacement"],
+            {k: v for k, v in enc.items() if k not in _PER_TOKEN_KEYS},
+            replacements[0]["replacement"], "mm_token_type_ids" in enc,
         )
     else:
         token = processor.image_token
@@ -176,6 +181,11 @@ def encode_prompt(processor, image, question: Question, include_last_token: bool
         enc = dict(tokenizer(expanded, return_tensors="pt", add_special_tokens=add_special,
                              return_offsets_mapping=want_offsets))
         enc.update(image_inputs.tensors)
+        if image_inputs.token_types:  # as the processor builds them from the ids
+            import torch
+
+            token_types = processor.create_mm_token_type_ids(enc["input_ids"].tolist())
+            enc["mm_token_type_ids"] = torch.tensor(token_types)
     offsets = enc.pop("offset_mapping", None)
     input_ids = enc["input_ids"][0].numpy().astype(np.int64)
     image_token_id = processor.image_token_id

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-FAMILIES = ("llava", "llava_next", "llava_onevision")
+from pipeline.attention.qwen_family import QWEN_FAMILIES
+
+LLAVA_FAMILIES = ("llava", "llava_next", "llava_onevision")
+FAMILIES = LLAVA_FAMILIES + QWEN_FAMILIES
+"""Every smoke family; the Qwen2-VL / Qwen2.5-VL ones are built in `smoke_qwen`."""
 
 SMOKE_MODEL_IDS = {family: f"smoke/{family}" for family in FAMILIES}
 """Model ids naming the smoke VLMs (used as `models.vlm` in the smoke profile and in caches)."""
@@ -147,6 +151,10 @@ def build_smoke_tokenizer(family: str):
     from transformers import PreTrainedTokenizerFast
 
     _check_family(family)
+    if family in QWEN_FAMILIES:
+        from pipeline.attention.smoke_qwen import build_qwen_tokenizer
+
+        return build_qwen_tokenizer(family)
     if family == "llava_onevision":
         specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", _IMAGE_TOKEN, _VIDEO_TOKEN)
         tok = Tokenizer.from_str(_tokenizer_json(specials, None))
@@ -309,16 +317,25 @@ _MODEL_CLASSES = {
 }
 
 
-def build_smoke_vlm(family: str, seed: int = 0, attn_implementation: str = "sdpa"):
+def build_smoke_vlm(family: str, seed: int = 0, attn_implementation: str = "sdpa", **qwen_pixels):
     """Tiny random-weight (model, processor) of the family's real classes; `model.eval()`, float32.
 
     Deterministic for a seed: the same seed gives bit-identical weights. `attn_implementation`
     is passed to the model (e.g. "eager" for reference attention weights in tests).
+    `qwen_pixels`: min_pixels / max_pixels of a Qwen family's processor (default: its budget).
     """
     import torch
     import transformers as tf
 
     _check_family(family)
+    if family in QWEN_FAMILIES:
+        from pipeline.attention.smoke_qwen import build_smoke_qwen
+
+        model, processor = build_smoke_qwen(family, seed, attn_implementation, **qwen_pixels)
+        model.config.name_or_path = SMOKE_MODEL_IDS[family]
+        return model, processor
+    if qwen_pixels:
+        raise ValueError(f"{family}: min_pixels / max_pixels apply to the Qwen families only")
     config, processor = _build_config_and_processor(family)
     config._attn_implementation = attn_implementation
     model_cls = getattr(tf, _MODEL_CLASSES[family])

@@ -1,12 +1,15 @@
-"""Loading the VLM: a real LLaVA-family checkpoint (HF cache or local folder) or a smoke model.
+"""Loading the VLM: a real LLaVA-family or Qwen2-VL / Qwen2.5-VL checkpoint (HF cache or local
+folder) or a smoke model.
 
 Real profile: the family comes from the checkpoint's `config.model_type` ('llava',
-'llava_next', 'llava_onevision'); the model class is the family's
+'llava_next', 'llava_onevision', 'qwen2_vl', 'qwen2_5_vl'); the model class is the family's
 `*ForConditionalGeneration` in `dtype` (bf16 on CUDA), placed by transformers' `device_map`
 (weights load straight onto the device; needs `accelerate`), with SDPA attention (the capture switches only the language
 model to its own attention function later); the processor uses the PIL image-processor
 backend (no torchvision). OneVision's real processor class requires a video processor
-that needs torchvision, so its image-only subclass from `smoke_models` is used.
+that needs torchvision, so its image-only subclass from `smoke_models` is used; the same
+holds for the Qwen processors (`qwen_family.qwen_processor_class`), which also get the pixel
+budget `models.vlm.min_pixels` / `max_pixels`.
 
 Hub access: none unless `models.vlm.allow_download` is true; otherwise (and always with
 HF_HUB_OFFLINE set) every `from_pretrained` gets `local_files_only=True`, so only the local
@@ -36,6 +39,8 @@ _MODEL_CLASSES = {
     "llava": "LlavaForConditionalGeneration",
     "llava_next": "LlavaNextForConditionalGeneration",
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
 }
 _PROCESSOR_CLASSES = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}
 
@@ -143,7 +148,7 @@ def _load_smoke(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
             f"models.profile is 'smoke' but the family is unknown: set models.vlm.family to one "
             f"of {FAMILIES} (id {params.id!r} is not a known model id)"
         )
-    model, processor = build_smoke_vlm(family, seed=params.seed)
+    model, processor = build_smoke_vlm(family, seed=params.seed, **_pixel_budget(params, family))
     model.to(device=device, dtype=dtype)
     log.warning("SMOKE run: random weights (tiny %s VLM, seed %d)", family, params.seed)
     return LoadedVlm(model, processor, family, SMOKE_MODEL_IDS[family], f"seed={params.seed}", True)
@@ -208,7 +213,7 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
     if params.family is not None and params.family != family:
         raise ValueError(f"{params.id}: models.vlm.family is {params.family!r} but the checkpoint is {family!r}")
     try:
-        processor = _processor_class(family).from_pretrained(params.id, backend="pil", **hub_kwargs)
+        processor = _load_processor(params, family, hub_kwargs)
         model_cls = getattr(tf, _MODEL_CLASSES[family])
         model = model_cls.from_pretrained(
             params.id, config=config, dtype=dtype, attn_implementation="sdpa",
@@ -225,9 +230,35 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
     return LoadedVlm(model, processor, family, params.id, revision, False)
 
 
+def _pixel_budget(params: VlmModelParams, family: str) -> dict:
+    """min_pixels / max_pixels of a Qwen family; {} for LLaVA (an error unless left at the defaults)."""
+    from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QWEN_FAMILIES
+
+    if family in QWEN_FAMILIES:
+        return {"min_pixels": params.min_pixels, "max_pixels": params.max_pixels}
+    if (params.min_pixels, params.max_pixels) != (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS):
+        raise ValueError(f"models.vlm.min_pixels / max_pixels apply to the Qwen families only; {family} "
+                         "has a fixed input resolution: remove them")
+    return {}
+
+
+def _load_processor(params: VlmModelParams, family: str, hub_kwargs: dict):
+    """The family's processor from the checkpoint (PIL backend; Qwen: with the pixel budget)."""
+    from pipeline.attention.qwen_family import QWEN_FAMILIES, load_qwen_image_processor
+
+    budget = _pixel_budget(params, family)
+    if family in QWEN_FAMILIES:
+        image_processor = load_qwen_image_processor(params.id, **budget, **hub_kwargs)
+        return _processor_class(family).from_pretrained(params.id, image_processor=image_processor, **hub_kwargs)
+    return _processor_class(family).from_pretrained(params.id, backend="pil", **hub_kwargs)
+
+
 def _processor_class(family: str):
     import transformers as tf
+    from pipeline.attention.qwen_family import QWEN_FAMILIES, qwen_processor_class
 
+    if family in QWEN_FAMILIES:
+        return qwen_processor_class(family)
     if family == "llava_onevision":
         from pipeline.attention.smoke_models import onevision_image_only_processor_class
 
