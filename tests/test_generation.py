@@ -1,5 +1,5 @@
-"""Batched occlusion answers (generation.py): equal to one-at-a-time greedy answers for all three
-families, left padding, and the stop at the end of the JSON answer."""
+"""Batched occlusion answers (generation.py): equal to one-at-a-time greedy answers for every
+family, left padding, and the stop at the end of the JSON answer."""
 
 import json
 

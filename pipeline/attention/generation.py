@@ -9,7 +9,10 @@ together:
   `generate` derives the position ids from the mask, so every row sees the positions it has
   alone); image tensors are concatenated along the batch axis, anyres `pixel_values`
   [1, P, 3, S, S] padded with zero patches to the batch's largest P (`image_sizes` tell the
-  model how many patches are real, the padding is never read);
+  model how many patches are real, the padding is never read); a flat patch list per prompt
+  (Qwen's `pixel_values` [N, D], with `image_grid_thw` giving each image's share) is
+  concatenated as it is; inputs aligned with the tokens (`mm_token_type_ids`) are left-padded
+  with 0 (text) like the ids;
 - decoding: greedy (argmax), the model's end tokens end a row, as generating each prompt
   alone does; the answers equal one-at-a-time greedy answers (tests, all three families);
 - stopping (`JsonAnswerStop`): a row also ends as soon as its answer is complete JSON, i.e.
@@ -28,6 +31,7 @@ from pipeline.attention.occlusion import answer_is_complete
 from pipeline.attention.prompts import EncodedPrompt
 
 _TEXT_KEYS = ("input_ids", "attention_mask")
+_PER_TOKEN_KEYS = ("mm_token_type_ids",)  # aligned with input_ids: left-padded like them, 0 = text
 
 
 class JsonAnswerStop:
@@ -85,7 +89,13 @@ def batch_inputs(prompts: Sequence[EncodedPrompt], pad_token_id: int) -> dict:
         tensors = [p.model_inputs[key] for p in prompts]
         if not all(isinstance(t, torch.Tensor) for t in tensors):
             raise ValueError(f"input {key!r} is not a tensor in every prompt")
-        if len({tuple(t.shape) for t in tensors}) > 1:
+        if key in _PER_TOKEN_KEYS:
+            batch[key] = torch.zeros((len(prompts), length), dtype=tensors[0].dtype)
+            for row, t in enumerate(tensors):
+                batch[key][row, length - t.shape[-1]:] = t.reshape(-1)
+            continue
+        flat_patches = all(t.ndim == 2 for t in tensors) and len({t.shape[1] for t in tensors}) == 1
+        if len({tuple(t.shape) for t in tensors}) > 1 and not flat_patches:
             if any(t.ndim < 3 for t in tensors) or len({(t.shape[0], *t.shape[2:]) for t in tensors}) > 1:
                 raise ValueError(f"input {key!r} has shapes that cannot be batched: {[tuple(t.shape) for t in tensors]}")
             tensors = _pad_patches(tensors)
