@@ -1,9 +1,10 @@
 """One instance's attention map on its search grid -> point prompts, best first.
 
 Positives: local maxima of the (smoothed) map ('peak') or KMeans cluster centres of its
-high-attention cells ('kmeans'). Negatives: peaks of the occluders' maps where they exceed
-the instance's own map ('occluder'), then low-attention places of the instance's map
-('background'). Emitted points keep `min_distance` from each other. Maps that cannot give
+high-attention cells ('kmeans'), inside the instance's amodal box. Negatives: peaks of the
+occluders' maps where they exceed the instance's own map by `occ_margin` ('occluder'), then
+low-attention places of the instance's map ('background'), outside the amodal box by default
+(`bg_region`), where the target cannot be. Emitted points keep `min_distance` from each other. Maps that cannot give
 points fall back to the box centre as one positive, with the reason (see FALLBACK_REASONS).
 """
 
@@ -64,12 +65,13 @@ def map_fallback(target: np.ndarray, flat_cv: float) -> str:
     return ""
 
 
-def _normalise(m: np.ndarray) -> np.ndarray | None:
-    """(m - lo) / (hi - lo) over the finite cells (NaN elsewhere); None when constant."""
+def _normalise(m: np.ndarray, hi: float | None = None) -> np.ndarray | None:
+    """(m - lo) / (hi - lo) over the finite cells (NaN elsewhere), lo and hi the map's min and
+    max there (`hi` given: the larger of it and the max); None when constant."""
     valid = np.isfinite(m)
     if not valid.any():
         return None
-    lo, hi = m[valid].min(), m[valid].max()
+    lo, hi = m[valid].min(), max(m[valid].max(), -np.inf if hi is None else hi)
     if not hi > lo:
         return None
     return (m - lo) / (hi - lo)
@@ -152,6 +154,13 @@ def _take(cands: np.ndarray, taken: list[np.ndarray], limit: int, min_distance: 
     return keep
 
 
+def _in_box(grid: Grid, box_xywh) -> np.ndarray:
+    """bool [rows, cols]: grid cells whose centre lies in the XYWH box."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    cx, cy = grid.to_pixels(np.arange(grid.rows), np.arange(grid.cols))
+    return ((cy >= y) & (cy < y + h))[:, None] & ((cx >= x) & (cx < x + w))[None, :]
+
+
 def sample_points(
     target: np.ndarray,
     occluders: list[np.ndarray],
@@ -159,9 +168,15 @@ def sample_points(
     box_xywh,
     params: SampleParams,
     sigma_cells: float,
+    occluder_peaks: list[float] | None = None,
 ) -> InstancePoints:
     """Points for one instance from its painted map `target` [rows, cols] on `grid` and the
-    painted maps of its occluders; falls back to the box centre when the map is unusable."""
+    painted maps of its occluders; falls back to the box centre when the map is unusable.
+
+    `occluder_peaks`: per occluder, the largest value of its map over the whole image; an
+    occluder's map is normalised by it, so that the spill of its attention onto the target
+    (the occluder's highest place inside this search region) does not count as its peak.
+    """
     reason = map_fallback(target, params.flat_cv)
     if reason:
         return fallback_points(box_xywh, reason)
@@ -172,12 +187,14 @@ def sample_points(
     md = max(1, int(round(params.min_distance * max(grid.rows, grid.cols))))
     half = max(1, md // 2)
     window = _WindowMean(n)
+    in_box = _in_box(grid, box_xywh)
+    n_box = np.where(in_box, n, np.nan)
 
     if params.strategy == "kmeans":
-        pos_rc, pos_score = _kmeans_positives(n, params)
+        pos_rc, pos_score = _kmeans_positives(n_box, params)
         pos_source = "kmeans"
     else:
-        pos_rc = _peaks(n, md, params.rel_threshold, params.n_pos)
+        pos_rc = _peaks(n_box, md, params.rel_threshold, params.n_pos)
         pos_rc, pos_score = _by_score(pos_rc, window(pos_rc, half))
         keep = _take(pos_rc, [], params.n_pos, md)
         pos_rc, pos_score = pos_rc[keep], pos_score[keep]
@@ -194,19 +211,22 @@ def sample_points(
             break
         if source == "occluder":
             cands, scores = [], []
-            for occ in maps[1:]:
-                on = _normalise(occ)
+            for j, occ in enumerate(maps[1:]):
+                on = _normalise(occ, None if occluder_peaks is None else occluder_peaks[j])
                 if on is None:
                     continue
                 rc = _peaks(on, md, params.rel_threshold, room)
-                s = on[rc[:, 0], rc[:, 1]] - np.nan_to_num(n[rc[:, 0], rc[:, 1]], nan=0.0)
-                cands.append(rc[s > 0])
-                scores.append(s[s > 0])
+                own = np.nan_to_num(n[rc[:, 0], rc[:, 1]], nan=0.0)
+                s = on[rc[:, 0], rc[:, 1]] - own
+                ok = (s > params.occ_margin) & (own < params.rel_threshold)  # never where a positive could be
+                cands.append(rc[ok])
+                scores.append(s[ok])
             if not cands:
                 continue
             rc, s = _by_score(np.concatenate(cands), np.concatenate(scores))
         else:  # background: local minima of the instance's map below bg_max_level
-            rc = _peaks(1.0 - n, md, 1.0 - params.bg_max_level, room)
+            low = 1.0 - n if params.bg_region == "search_region" else np.where(in_box, np.nan, 1.0 - n)
+            rc = _peaks(low, md, 1.0 - params.bg_max_level, room)
             rc, s = _by_score(rc, 1.0 - window(rc, half))
         for i in _take(rc, taken, room, md):
             neg_rc.append(rc[i])

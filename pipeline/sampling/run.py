@@ -125,7 +125,8 @@ def sample_image(
         now = time.perf_counter()
         timings["upsample"] += now - clock
         sigma_cells = params.smooth * fine_side / grid.step
-        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells)
+        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells,
+                                     [float(values[r].max()) for r in occ_rows])
         clock = time.perf_counter()
         timings["peaks"] += clock - now
     return out
