@@ -9,7 +9,7 @@ the ground-truth visible mask, of negatives outside it, and the fallback rate. S
 simulator property at a time around its default (sink strength, sparsity, spill). SMOKE: the
 attention is simulated, these are not results on a real model.
 
-    .venv/bin/python benchmarks/bench_prompts.py [--images 12] [--configs old new ...]
+    .venv/bin/python benchmarks/bench_prompts.py [--images 60] [--seed 0] [--configs old new ...]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "new/heads=lowest_entropy": ({"head_aggregation": "lowest_entropy"}, {}),
     "new/no-sink-removal": ({"sink_removal": False, "head_aggregation": "lowest_entropy"}, {}),
     "new/old-layers": ({"layers": [-16, -12, -8]}, {}),
+    "new/3-middle-layers": ({"layers": [0.31, 0.38, 0.44]}, {}),
+    "new/3-middle-layers+mean": ({"layers": [0.31, 0.38, 0.44], "head_aggregation": "mean"}, {}),
     "new/old-sampler": ({}, OLD_SAMPLE),
 }
 SETTINGS: dict[str, dict] = {
@@ -66,7 +68,9 @@ def evaluate(setting: dict, configs: dict, n_images: int, seed: int) -> dict[str
     sim_params = S.SimulatorParams(**setting)
     params = {name: (ExtractParams(**e), SampleParams(**s)) for name, (e, s) in configs.items()}
     layers = {name: S.simulated_layers(sim_params, e) for name, (e, _) in params.items()}
-    union = sorted({layer for ls in layers.values() for layer in ls})
+    # every configuration's layers are simulated whichever are run, so a configuration sees
+    # the same scenes and draws in every run of one seed
+    union = sorted({layer for e, _ in CONFIGS.values() for layer in S.simulated_layers(sim_params, ExtractParams(**e))})
     rng = np.random.default_rng(seed)
     placement = synthetic.grid_placement(WIDTH, HEIGHT, fine=FINE)
     counts = {name: np.zeros(5) for name in configs}  # pos_in, n_pos, neg_out, n_neg, fallbacks
@@ -96,7 +100,7 @@ def evaluate(setting: dict, configs: dict, n_images: int, seed: int) -> dict[str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=12, help="simulated images per setting (4 objects each)")
+    ap.add_argument("--images", type=int, default=60, help="simulated images per setting (4 objects each)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))

@@ -15,7 +15,8 @@ part of a softmax row (non-negative, summing to `image_share`):
   `sink_share` is a per-head constant, jittered per prompt (softmax competition);
 - content of a target prompt: evidence * hot + (1 - evidence) * diffuse, where `hot` holds
   sparse hot tokens on the target's visible part plus weaker ones (`spill`) on same-category
-  objects and on the target's occluders, `evidence` = the head's localising strength times the
+  objects and on the target's occluders (each object's hot tokens are drawn once per image:
+  the same for its own prompt and for the spill of others), `evidence` = the head's localising strength times the
   layer's depth profile, and `diffuse` is log-normal noise over all tokens (objects a little
   above the background);
 - content of the generic prompt: diffuse only (it names no object).
@@ -53,9 +54,9 @@ class SimulatorParams:
     sink_share          share of a head's image attention taken by the sinks, for ordinary heads
                         ("sink strength") (default 0.6)
     sink_share_dominated  the same for sink-dominated heads (default 0.95)
-    sink_jitter         relative spread of a head's sink share between prompts: the sinks are
-                        the same for every prompt, their share moves a little with what else
-                        the query attends to (default 0.1)
+    sink_jitter         relative spread of a head's sink share between prompts (uniform in
+                        1 +- sink_jitter): the sinks are the same for every prompt, their share
+                        moves a little with what else the query attends to (default 0.1)
     sinks_on_background sinks sit on tokens no object covers when there are such tokens
                         (massive activations appear on uninformative patches) (default True)
     hot_fraction        fraction of the target's visible tokens that carry its evidence
@@ -192,16 +193,19 @@ def simulate_image(
             hot = hot / hot.sum(-1, keepdims=True)
             ev = (depth[:, None] * strength[None, :])[..., None]  # [L, H, 1]
             content = ev * hot + (1 - ev) * content
-        share = base_share[None, :] * (1 + params.sink_jitter * rng.standard_normal((L, H)))
+        share = base_share[None, :] * rng.uniform(1 - params.sink_jitter, 1 + params.sink_jitter, (L, H))
         share = np.clip(share, 0.0, 0.999)[..., None]
         return (params.image_share * (share * sink_map + (1 - share) * content)).astype(np.float32)
 
+    # each object's evidence tokens are a property of the object: the same for its own prompt
+    # and for the spill of other prompts onto it
+    salient = {g: _hot(on_visible[g], params.hot_fraction, rng) for g in scene.visible}
     target = {}
     for g in scene.visible:
-        hot = _hot(on_visible[g], params.hot_fraction, rng)
+        hot = salient[g].copy()
         spill_to = {o for o in scene.visible if o != g and categories[o] == categories[g]} | set(scene.occluders[g])
         for o in sorted(spill_to):
-            hot = np.maximum(hot, params.spill * _hot(on_visible[o], params.hot_fraction, rng))
+            hot = np.maximum(hot, params.spill * salient[o])
         if not hot.any():  # a target no token centre falls on: its evidence is its nearest token
             ys, xs = np.nonzero(scene.visible[g])
             d = ((centres - [xs.mean() + 0.5, ys.mean() + 0.5]) ** 2).sum(1)

@@ -65,9 +65,12 @@ class SampleParams:
                     the amodal box: the target cannot be there, since sparse attention is low on
                     much of the target itself and a low place inside the box is often the
                     target) or 'search_region' (anywhere in it) (default 'outside_box')
-    occ_margin      an occluder negative needs the occluder's normalised map to exceed the
-                    instance's own there by more than this (attention spills between
-                    neighbouring objects, so a small excess is no evidence) (default 0.3)
+    occ_margin      an occluder negative needs the occluder's map to exceed the instance's own
+                    there by more than this relative margin (occluder > (1 + occ_margin) x
+                    instance, both on the scale of `pixel_map.token_values`, 1 = uniform
+                    attention): attention spills between neighbouring objects of one kind, so
+                    a small excess is no evidence. Positives are never taken where an
+                    occluder's map is above the instance's (default 0.3)
     min_distance    minimum distance between peaks and between emitted points, as a fraction of
                     the search region's longer side (default 0.15)
     rel_threshold   a peak (or a kmeans cell) must reach lo + rel_threshold * (hi - lo), where lo
@@ -167,8 +170,8 @@ class SampleParams:
             fail(f"neg_sources {self.neg_sources!r}: expected a list drawn from {NEG_SOURCES}")
         if self.bg_region not in BG_REGIONS:
             fail(f"bg_region {self.bg_region!r}: expected one of {BG_REGIONS}")
-        if not is_num(self.occ_margin) or not 0 <= self.occ_margin < 1:
-            fail(f"occ_margin must be in [0, 1), got {self.occ_margin!r}")
+        if not is_num(self.occ_margin) or self.occ_margin < 0:
+            fail(f"occ_margin must be a number >= 0, got {self.occ_margin!r}")
         if len(set(self.neg_sources)) != len(self.neg_sources):
             fail(f"neg_sources {list(self.neg_sources)} repeat a source")
         if self.n_neg > 0 and not self.neg_sources:

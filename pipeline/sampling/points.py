@@ -1,8 +1,9 @@
 """One instance's attention map on its search grid -> point prompts, best first.
 
 Positives: local maxima of the (smoothed) map ('peak') or KMeans cluster centres of its
-high-attention cells ('kmeans'), inside the instance's amodal box. Negatives: peaks of the
-occluders' maps where they exceed the instance's own map by `occ_margin` ('occluder'), then
+high-attention cells ('kmeans'), inside the instance's amodal box and never where an
+occluder's map is above the instance's. Negatives: peaks of the occluders' maps where they
+exceed the instance's own map by the relative margin `occ_margin` ('occluder'), then
 low-attention places of the instance's map ('background'), outside the amodal box by default
 (`bg_region`), where the target cannot be. Emitted points keep `min_distance` from each other. Maps that cannot give
 points fall back to the box centre as one positive, with the reason (see FALLBACK_REASONS).
@@ -188,7 +189,15 @@ def sample_points(
     half = max(1, md // 2)
     window = _WindowMean(n)
     in_box = _in_box(grid, box_xywh)
-    n_box = np.where(in_box, n, np.nan)
+    peaks = occluder_peaks if occluder_peaks is not None else [None] * (len(maps) - 1)
+    occ_norm = [(occ, on) for occ, on in ((occ, _normalise(occ, hi)) for occ, hi in zip(maps[1:], peaks))
+                if on is not None]
+    # positives never where an occluder's map is above the target's (both are on the scale of
+    # `token_values`: 1 = uniform attention)
+    outranked = np.zeros(n.shape, bool)
+    for occ in maps[1:]:
+        outranked |= occ > maps[0]
+    n_box = np.where(in_box & ~outranked, n, np.nan)
 
     if params.strategy == "kmeans":
         pos_rc, pos_score = _kmeans_positives(n_box, params)
@@ -211,14 +220,11 @@ def sample_points(
             break
         if source == "occluder":
             cands, scores = [], []
-            for j, occ in enumerate(maps[1:]):
-                on = _normalise(occ, None if occluder_peaks is None else occluder_peaks[j])
-                if on is None:
-                    continue
+            for occ, on in occ_norm:
                 rc = _peaks(on, md, params.rel_threshold, room)
-                own = np.nan_to_num(n[rc[:, 0], rc[:, 1]], nan=0.0)
-                s = on[rc[:, 0], rc[:, 1]] - own
-                ok = (s > params.occ_margin) & (own < params.rel_threshold)  # never where a positive could be
+                r, c = rc[:, 0], rc[:, 1]
+                ok = occ[r, c] > (1 + params.occ_margin) * np.nan_to_num(maps[0][r, c], nan=0.0)
+                s = on[r, c] - np.nan_to_num(n[r, c], nan=0.0)
                 cands.append(rc[ok])
                 scores.append(s[ok])
             if not cands:

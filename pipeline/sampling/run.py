@@ -95,7 +95,7 @@ def sample_image(
     values = token_values(maps, layers.rows, layers.weights, views, params.view_norm)
     finite = np.isfinite(values).all(axis=1)
     fine_side = finest_token_side(views)
-    use_occluders = params.n_neg > 0 and "occluder" in params.neg_sources
+    use_occluders = True  # occluder maps veto positives and give occluder negatives
 
     out: dict[int, InstancePoints] = {}
     for inst in record.instances:
