@@ -37,12 +37,11 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "old": (OLD_EXTRACT, OLD_SAMPLE),
     "new": ({}, {}),
     "new/subtract": ({"sink_method": "subtract"}, {}),
-    "new/heads=mean": ({"head_aggregation": "mean"}, {}),
-    "new/heads=lowest_entropy": ({"head_aggregation": "lowest_entropy"}, {}),
-    "new/no-sink-removal": ({"sink_removal": False, "head_aggregation": "lowest_entropy"}, {}),
+    "new/heads=localization": ({"head_aggregation": "localization", "top_k_heads": 3}, {}),
+    "new/heads=lowest_entropy": ({"head_aggregation": "lowest_entropy", "top_k_heads": 3}, {}),
+    "new/no-sink-removal": ({"sink_removal": False}, {}),
     "new/old-layers": ({"layers": [-16, -12, -8]}, {}),
     "new/3-middle-layers": ({"layers": [0.31, 0.38, 0.44]}, {}),
-    "new/3-middle-layers+mean": ({"layers": [0.31, 0.38, 0.44], "head_aggregation": "mean"}, {}),
     "new/old-sampler": ({}, OLD_SAMPLE),
 }
 SETTINGS: dict[str, dict] = {

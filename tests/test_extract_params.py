@@ -9,8 +9,8 @@ from pipeline.attention.params import (
 
 def test_defaults_and_round_trip():
     p = ExtractParams.from_dict({})
-    assert p.head_aggregation == "localization" and p.layers == "auto"
-    assert p.sink_removal is True and p.sink_method == "ratio" and p.top_k_heads == 3
+    assert p.head_aggregation == "mean" and p.layers == "auto"
+    assert p.sink_removal is True and p.sink_method == "ratio"
     assert ExtractParams.from_dict(p.to_dict()) == p
     assert p.all_templates() == DEFAULT_TEMPLATES
     custom = ExtractParams.from_dict({"templates": {"target": "Find the {phrase}."}})
@@ -26,7 +26,7 @@ def test_defaults_and_round_trip():
         ({"layers": [1.5]}, "depth fractions"),
         ({"head_aggregation": "max"}, "head_aggregation"),
         ({"top_k_heads": 0}, "top_k_heads"),
-        ({"sink_removal": False}, "'localization' needs extract.sink_removal"),
+        ({"sink_removal": False, "head_aggregation": "localization"}, "'localization' needs extract.sink_removal"),
         ({"sink_method": "divide"}, "sink_method"),
         ({"sink_weight": 0}, "sink_weight"),
         ({"sink_level": 0.5}, "sink_level"),

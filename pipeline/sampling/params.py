@@ -68,9 +68,12 @@ class SampleParams:
     occ_margin      an occluder negative needs the occluder's map to exceed the instance's own
                     there by more than this relative margin (occluder > (1 + occ_margin) x
                     instance, both on the scale of `pixel_map.token_values`, 1 = uniform
-                    attention): attention spills between neighbouring objects of one kind, so
-                    a small excess is no evidence. Positives are never taken where an
-                    occluder's map is above the instance's (default 0.3)
+                    attention), and the occluder's map, scaled to its peak over the whole
+                    image, must be above the instance's map scaled to its peak in the search
+                    region (so the occluder's spill onto the instance's own evidence is no
+                    negative): attention spills between neighbouring objects of one kind, so a
+                    small excess is no evidence. Positives are never taken where an occluder's
+                    map is above the instance's (default 0.3)
     min_distance    minimum distance between peaks and between emitted points, as a fraction of
                     the search region's longer side (default 0.15)
     rel_threshold   a peak (or a kmeans cell) must reach lo + rel_threshold * (hi - lo), where lo

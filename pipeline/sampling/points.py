@@ -223,8 +223,10 @@ def sample_points(
             for occ, on in occ_norm:
                 rc = _peaks(on, md, params.rel_threshold, room)
                 r, c = rc[:, 0], rc[:, 1]
-                ok = occ[r, c] > (1 + params.occ_margin) * np.nan_to_num(maps[0][r, c], nan=0.0)
                 s = on[r, c] - np.nan_to_num(n[r, c], nan=0.0)
+                # the occluder is above the target on the common scale by the margin, and higher
+                # on its own scale than the target on its scale (not the target's own peak)
+                ok = (occ[r, c] > (1 + params.occ_margin) * np.nan_to_num(maps[0][r, c], nan=0.0)) & (s > 0)
                 cands.append(rc[ok])
                 scores.append(s[ok])
             if not cands:
