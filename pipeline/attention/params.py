@@ -156,7 +156,9 @@ class ExtractParams:
                        sinks take much of any prompt's attention, ViCrop, DecAF)
     sink_method        'ratio': divide by the generic map + `sink_epsilon` (ViCrop's relative
                        attention); 'subtract': keep max(map - sink_weight * generic, 0) (DecAF)
-                       (default chosen by benchmarks/bench_prompts.py, see README)
+                       (default 'ratio': on the attention simulator it put more positives on
+                       the visible part at every setting; subtraction zeroes much of a sparse
+                       map and falls back more often; benchmarks/bench_prompts.py)
     sink_phrase        the generic phrase of the sink prompt (default 'object')
     sink_epsilon       added to the generic map before dividing (default 1e-6)
     sink_weight        weight of the generic map in 'subtract' (default 1.0)
