@@ -5,8 +5,9 @@ high-attention cells ('kmeans'), inside the instance's amodal box and never wher
 occluder's map is above the instance's. Negatives: peaks of the occluders' maps where they
 exceed the instance's own map by the relative margin `occ_margin` ('occluder'), then
 low-attention places of the instance's map ('background'), outside the amodal box by default
-(`bg_region`), where the target cannot be. Emitted points keep `min_distance` from each other. Maps that cannot give
-points fall back to the box centre as one positive, with the reason (see FALLBACK_REASONS).
+(`bg_region`), where the target cannot be. Emitted points keep `min_distance` from each other.
+Maps that cannot give points fall back to the box centre as one positive, with the reason (see
+FALLBACK_REASONS).
 """
 
 from __future__ import annotations
