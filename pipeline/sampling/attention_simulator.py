@@ -48,7 +48,7 @@ class SimulatorParams:
                         a few heads per model carry the grounding signal (L14H24, L14H26, ...
                         of LLaVA-1.5's 1,024 heads) (default 0.15)
     sink_heads          fraction of heads dominated by sinks (LocalizationHeads drops heads
-                        whose attention on a sink row exceeds 0.05) (default 0.3)
+                        whose attention on the bottom image row exceeds 0.05 anywhere) (default 0.3)
     n_sinks             sink tokens per image: "a few image tokens take a large share of the
                         attention of any text query" (See What You Are Told) (default 4)
     sink_share          share of a head's image attention taken by the sinks, for ordinary heads
