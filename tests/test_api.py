@@ -19,7 +19,7 @@ from pipeline.errors import ParamsError
 from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params
 from pipeline.prompt_limits import MAX_DECODER_POINTS
 from pipeline.sampling.params import SampleParams
-from pipeline.sampling.pixel_map import Grid, paint, split_views, token_values
+from pipeline.sampling.pixel_map import Grid, paint, search_region, split_views, token_values
 from pipeline.sampling.synthetic import grid_placement
 from pipeline.synth import synth_coco
 
@@ -82,7 +82,10 @@ def test_two_boxes_in_one_call_encode_the_image_once(model, scene):
         assert 1 <= n <= MAX_DECODER_POINTS and pred.points.shape == (n, 2) and len(pred.point_sources) == n
         assert set(pred.labels.tolist()) <= {0, 1} and pred.labels[0] == 1
         x1, y1, x2, y2 = box
-        assert np.all((pred.points >= [x1, y1]) & (pred.points <= [x2, y2]))  # box_enlarge 1: inside the box
+        pos = pred.points[pred.labels == 1]
+        assert np.all((pos >= [x1, y1]) & (pos <= [x2, y2]))  # positives inside the box
+        rx0, ry0, rx1, ry1 = search_region((x1, y1, x2 - x1, y2 - y1), w, h, SampleParams().box_enlarge)
+        assert np.all((pred.points >= [rx0, ry0]) & (pred.points <= [rx1, ry1]))  # all in the search region
         assert sorted(pred.layer_maps) == layers
         for m in [*pred.layer_maps.values(), pred.aggregated_map]:
             assert m.shape == (h, w) and m.dtype == np.float32 and np.isfinite(m).any()

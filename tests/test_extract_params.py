@@ -10,6 +10,7 @@ from pipeline.attention.params import (
 def test_defaults_and_round_trip():
     p = ExtractParams.from_dict({})
     assert p.head_aggregation == "mean" and p.layers == "auto"
+    assert p.sink_removal is True and p.sink_method == "ratio"
     assert ExtractParams.from_dict(p.to_dict()) == p
     assert p.all_templates() == DEFAULT_TEMPLATES
     custom = ExtractParams.from_dict({"templates": {"target": "Find the {phrase}."}})
@@ -25,6 +26,11 @@ def test_defaults_and_round_trip():
         ({"layers": [1.5]}, "depth fractions"),
         ({"head_aggregation": "max"}, "head_aggregation"),
         ({"top_k_heads": 0}, "top_k_heads"),
+        ({"sink_removal": False, "head_aggregation": "localization"}, "'localization' needs extract.sink_removal"),
+        ({"sink_method": "divide"}, "sink_method"),
+        ({"sink_weight": 0}, "sink_weight"),
+        ({"sink_level": 0.5}, "sink_level"),
+        ({"max_sink_share": 0}, "max_sink_share"),
         ({"templates": {"target": "no phrase {box}"}}, r"placeholder \{phrase\}"),
         ({"templates": {"target": "{phrase} {phrase}"}}, "exactly once"),
         ({"templates": {"target": "Where is the {phrase} in {box}?"}}, "must put {box} before {phrase}"),

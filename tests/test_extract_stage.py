@@ -159,7 +159,8 @@ def test_free_listing_and_image_without_instances(dataset, tmp_path, onevision, 
     images = list(iter_images(out))
     assert images[1].instances == {} and images[1].occlusion_error == X.OCCLUSION_NO_INSTANCES
     assert len(images[1].placement) == len(images[0].placement) > 0
-    assert len(asked) == len(dataset.images[0].instances) + 1  # no prompt for the empty image
+    # occlusion + one generic (sink) prompt per image; no prompt for the empty image
+    assert len(asked) == len(dataset.images[0].instances) + 2
 
 
 def test_cli_errors_are_clear(tmp_path, dataset, monkeypatch):

@@ -98,3 +98,37 @@ def test_fallback_flags():
         m[0, 0] = ratio * (T - 1) / (T - ratio)  # one peak with max/mean == ratio
         assert m.max() / m.mean() == pytest.approx(ratio, rel=1e-5)
         assert M.fallback_flag(m, 1.5) == flag
+
+
+def test_subtraction_keeps_the_positive_excess_over_the_generic_map():
+    generic = np.array([[[0.5, 0.1, 0.1, 0.3]]], np.float32)  # [1, 1, T]: token 0 is a sink
+    target = np.array([[[0.45, 0.4, 0.05, 0.1]]], np.float32)
+    out = M.remove_sink(target, generic, 1e-6, method="subtract", weight=1.0)
+    # only token 1 rises above the generic map; the map keeps its sum
+    np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 0.0, 0.0], atol=1e-6)
+    half = M.remove_sink(target, generic, 1e-6, method="subtract", weight=0.5)
+    assert half[0, 0, 0] > 0 and half[0, 0, 1] > half[0, 0, 0]
+    with pytest.raises(ValueError, match="unknown sink removal method"):
+        M.remove_sink(target, generic, 1e-6, method="divide")
+
+
+def test_localization_drops_sink_dominated_heads_before_ranking_by_entropy():
+    T = 40
+    generic = np.full((1, 3, T), 0.5 / T, np.float32)
+    generic[..., 0] = 0.5  # one sink token, the same for every head
+    target = np.full((1, 3, T), 0.2 / T, np.float32)
+    target[0, 0] = 0.02 / T
+    target[0, 0, 0] = 0.9  # head 0: almost all on the sink
+    target[0, 0, 7] = 0.05  # ... and a concentrated remainder: lowest entropy after removal
+    target[0, 1, [0, 5, 6]] = [0.3, 0.25, 0.25]  # head 1: the sink share is moderate, evidence on 5-6
+    target[0, 2, 0] = 0.3  # head 2: diffuse besides the sink
+    share = M.sink_share(target, generic, level=20.0)
+    assert share[0, 0] > 0.8 > share[0, 1]
+    res = M.instance_maps(target, aggregation="localization", k=1, sink_heads=generic, max_sink_share=0.8)
+    clean = M.remove_sink(target, generic, 1e-6)
+    np.testing.assert_allclose(res.maps[0], clean[0, 1], rtol=1e-6)  # head 1, not the sink head 0
+    # with every head over the limit, the heads with the lowest sink share are kept
+    res_all = M.instance_maps(target, aggregation="localization", k=1, sink_heads=generic, max_sink_share=0.01)
+    np.testing.assert_allclose(res_all.maps[0], clean[0, int(np.argmin(share[0]))], rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the heads chosen"):
+        M.aggregate_heads(target, "localization", 1)

@@ -283,10 +283,7 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
     for inst, ref, rows in zip(record.instances, refs, captured):
         prompt = targets[inst.id]
         heads = M.head_maps(rows, layers, positions, layout.keep)
-        res = M.instance_maps(
-            heads, aggregation=params.head_aggregation, k=params.top_k_heads, sink_heads=sink_heads,
-            sink_epsilon=params.sink_epsilon, flat_ratio=params.flat_ratio,
-        )
+        res = M.instance_maps(heads, sink_heads=sink_heads, **params.map_options())
         names, ids = match_occluders(entries, ref, refs) if entries is not None else ([], [])
         result.instances[inst.id] = InstanceAttention(
             gt_id=inst.id, category_name=inst.category_name, query_text=prompt.rendered,

@@ -33,7 +33,8 @@ from pipeline.params_file import reject_unknown
 FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
 PROFILES = ("smoke", "real")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-HEAD_AGGREGATIONS = ("mean", "lowest_entropy")
+HEAD_AGGREGATIONS = ("mean", "lowest_entropy", "localization")
+SINK_METHODS = ("ratio", "subtract")
 OCCLUSION_LISTINGS = ("listed", "free")
 
 DEFAULT_MODEL_IDS = {
@@ -156,16 +157,36 @@ class ExtractParams:
                        -1 = last) or fractions 0 <= f < 1 of the depth (layer round(f * depth)).
                        Two integers naming one layer are an error; fractions that meet on
                        a shallow model are stored once (default 'auto')
-    head_aggregation   'mean' over all heads, or 'lowest_entropy': mean of the `top_k_heads`
+    head_aggregation   'mean' over all heads; 'lowest_entropy': mean of the `top_k_heads`
                        heads whose (row-averaged) map has the lowest Shannon entropy over
-                       the image tokens, chosen per layer and instance
-    top_k_heads        k for 'lowest_entropy' (default 8)
+                       the image tokens, chosen per layer and instance; 'localization'
+                       (needs sink_removal): the same after dropping sink-dominated heads
+                       (sink share above `max_sink_share`), entropy taken on the sink-removed
+                       maps, as the localisation heads of Kang et al. (CVPR 2025) (default
+                       'mean': after sink removal the mean was as good as or better than the
+                       head selections at every simulated setting, clearly so under strong
+                       spill, where a few chosen heads follow the spill; bench_prompts.py)
+    top_k_heads        k for 'lowest_entropy' and 'localization' (default 8; LocalizationHeads
+                       combines 3)
     include_last_token also use the last prompt token as a query row (default False)
-    sink_removal       divide each head's map by the same head's map for a generic prompt
-                       (the target template with `sink_phrase` and the whole-image box),
-                       computed once per image; each map is then rescaled to its original sum
+    sink_removal       remove the attention sinks with the same head's map for a generic
+                       prompt (the target template with `sink_phrase` and the whole-image box),
+                       computed once per image: one extra prompt suffix on the shared image
+                       prefix; each map is then rescaled to its original sum (default True:
+                       sinks take much of any prompt's attention, ViCrop, DecAF)
+    sink_method        'ratio': divide by the generic map + `sink_epsilon` (ViCrop's relative
+                       attention); 'subtract': keep max(map - sink_weight * generic, 0) (DecAF)
+                       (default 'ratio': on the attention simulator it put more positives on
+                       the visible part at every setting; subtraction zeroes much of a sparse
+                       map and falls back more often; benchmarks/bench_prompts.py)
     sink_phrase        the generic phrase of the sink prompt (default 'object')
     sink_epsilon       added to the generic map before dividing (default 1e-6)
+    sink_weight        weight of the generic map in 'subtract' (default 1.0)
+    sink_level         a head's sink tokens are those where its generic-prompt map exceeds
+                       sink_level times that map's mean (default 20: sinks hold a large share
+                       on a few of thousands of tokens, hundreds of times the mean)
+    max_sink_share     'localization' drops heads whose target map puts more than this share of
+                       its image attention on its sink tokens (default 0.8)
     store_heads        also store per-head maps [L, H, T] (default False)
     templates          prompt templates {target, occlusion, occlusion_free}; keys given here
                        replace the defaults (DEFAULT_TEMPLATES)
@@ -190,9 +211,13 @@ class ExtractParams:
     head_aggregation: str = "mean"
     top_k_heads: int = 8
     include_last_token: bool = False
-    sink_removal: bool = False
+    sink_removal: bool = True
+    sink_method: str = "ratio"
     sink_phrase: str = "object"
     sink_epsilon: float = 1e-6
+    sink_weight: float = 1.0
+    sink_level: float = 20.0
+    max_sink_share: float = 0.8
     store_heads: bool = False
     templates: dict[str, str] = field(default_factory=dict)
     phrase_overrides: dict[str, str] = field(default_factory=dict)
@@ -213,6 +238,19 @@ class ExtractParams:
             raise ValueError(
                 f"extract.occlusion_listing must be one of {OCCLUSION_LISTINGS}, got {self.occlusion_listing!r}"
             )
+        if self.head_aggregation == "localization" and not self.sink_removal:
+            raise ValueError(
+                "extract.head_aggregation 'localization' needs extract.sink_removal: true (the generic "
+                "prompt's map tells the sink-dominated heads)"
+            )
+        if self.sink_method not in SINK_METHODS:
+            raise ValueError(f"extract.sink_method must be one of {SINK_METHODS}, got {self.sink_method!r}")
+        for name, low in (("sink_weight", 0.0), ("sink_level", 1.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > low):
+                raise ValueError(f"extract.{name} must be a number > {low:g}, got {v!r}")
+        if not (isinstance(self.max_sink_share, (int, float)) and 0 < self.max_sink_share <= 1):
+            raise ValueError(f"extract.max_sink_share must be in (0, 1], got {self.max_sink_share!r}")
         if not isinstance(self.top_k_heads, int) or self.top_k_heads < 1:
             raise ValueError(f"extract.top_k_heads must be a positive integer, got {self.top_k_heads!r}")
         if not (isinstance(self.sink_epsilon, (int, float)) and self.sink_epsilon > 0):
@@ -249,6 +287,14 @@ class ExtractParams:
     def all_templates(self) -> dict[str, str]:
         """The defaults with this run's replacements applied."""
         return {**DEFAULT_TEMPLATES, **self.templates}
+
+    def map_options(self) -> dict[str, Any]:
+        """Keyword arguments of `maps.instance_maps` (all but the head maps and generic maps)."""
+        return {
+            "aggregation": self.head_aggregation, "k": self.top_k_heads, "sink_epsilon": self.sink_epsilon,
+            "sink_method": self.sink_method, "sink_weight": self.sink_weight, "sink_level": self.sink_level,
+            "max_sink_share": self.max_sink_share, "flat_ratio": self.flat_ratio,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (stored in the cache's `params` attribute)."""

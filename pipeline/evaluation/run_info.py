@@ -4,7 +4,7 @@ The VLM part (id, revision, family, dtype, the resolved layers, sink removal, oc
 listing) is read from the attention cache the extract stage wrote: what actually ran, not
 what the parameter file says now. The EfficientSAM variant, the prompt mode and the
 completion settings come from the parameter file's `models`, `prompt_mode` and `decode`
-sections (the ones the decode stage read).
+sections (the ones the decode stage read), `models.profile: auto` resolved as decode resolved it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from pipeline.params_file import section
 def describe_run(params: dict, cache: str | os.PathLike, source: str | os.PathLike = "params") -> dict:
     """The "run" of metrics.json from a whole parameter dict and the attention cache."""
     from pipeline.attention.cache import read_info
+    from pipeline.profiles import with_resolved_profile
 
-    profile, sam = sam_models_from_section(section(params, "models", source))
+    annotations = (params.get("dataset") or {}).get("annotations")
+    models = with_resolved_profile(section(params, "models", source), annotations, str(source))
+    profile, sam = sam_models_from_section(models)
     decode = DecodeParams.from_dict(section(params, "decode", source), params.get("prompt_mode"))
     info = read_info(cache)
     extract = info.params.get("extract", {})

@@ -25,6 +25,7 @@ from pipeline.prompt_limits import PROMPT_MODES, point_budget
 STRATEGIES = ("peak", "kmeans")
 VIEW_NORMS = ("mean", "max")
 NEG_SOURCES = ("occluder", "background")
+BG_REGIONS = ("outside_box", "search_region")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class SampleParams:
                     in the per-pixel mix; where only one view covers a pixel it alone counts
                     (default [0.5, 0.5])
     box_enlarge     the search region is the instance's amodal box scaled by this factor about
-                    its centre, clipped to the image; >= 1 (default 1.0)
+                    its centre, clipped to the image; >= 1. Positives are only taken inside
+                    the box; the margin around it is where 'outside_box' background negatives
+                    come from (default 1.3)
     max_cells       the search region is sampled on a grid of at most this many cells along its
                     longer side (cells are never smaller than one pixel) (default 64)
     smooth          sigma of the Gaussian smoothing of the map before peak finding, in units of
@@ -58,6 +61,19 @@ class SampleParams:
     neg_sources     where negatives come from, in priority order: 'occluder' (peaks of the maps
                     of the instance's occluders where they exceed the instance's own map) and
                     'background' (low-attention places of the instance's map) (default both)
+    bg_region       where background negatives may lie: 'outside_box' (the search region minus
+                    the amodal box: the target cannot be there, since sparse attention is low on
+                    much of the target itself and a low place inside the box is often the
+                    target) or 'search_region' (anywhere in it) (default 'outside_box')
+    occ_margin      an occluder negative needs the occluder's map to exceed the instance's own
+                    there by more than this relative margin (occluder > (1 + occ_margin) x
+                    instance, both on the scale of `pixel_map.token_values`, 1 = uniform
+                    attention), and the occluder's map, scaled to its peak over the whole
+                    image, must be above the instance's map scaled to its peak in the search
+                    region (so the occluder's spill onto the instance's own evidence is no
+                    negative): attention spills between neighbouring objects of one kind, so a
+                    small excess is no evidence. Positives are never taken where an occluder's
+                    map is above the instance's (default 0.3)
     min_distance    minimum distance between peaks and between emitted points, as a fraction of
                     the search region's longer side (default 0.15)
     rel_threshold   a peak (or a kmeans cell) must reach lo + rel_threshold * (hi - lo), where lo
@@ -80,13 +96,15 @@ class SampleParams:
     layer_weights: tuple[float, ...] | None = None
     view_norm: str = "mean"
     view_weights: tuple[float, float] = (0.5, 0.5)
-    box_enlarge: float = 1.0
+    box_enlarge: float = 1.3
     max_cells: int = 64
     smooth: float = 0.5
     strategy: str = "peak"
     n_pos: int = 2
     n_neg: int = 2
     neg_sources: tuple[str, ...] = NEG_SOURCES
+    bg_region: str = "outside_box"
+    occ_margin: float = 0.3
     min_distance: float = 0.15
     rel_threshold: float = 0.3
     bg_max_level: float = 0.1
@@ -153,6 +171,10 @@ class SampleParams:
             )
         if not isinstance(self.neg_sources, tuple) or any(s not in NEG_SOURCES for s in self.neg_sources):
             fail(f"neg_sources {self.neg_sources!r}: expected a list drawn from {NEG_SOURCES}")
+        if self.bg_region not in BG_REGIONS:
+            fail(f"bg_region {self.bg_region!r}: expected one of {BG_REGIONS}")
+        if not is_num(self.occ_margin) or self.occ_margin < 0:
+            fail(f"occ_margin must be a number >= 0, got {self.occ_margin!r}")
         if len(set(self.neg_sources)) != len(self.neg_sources):
             fail(f"neg_sources {list(self.neg_sources)} repeat a source")
         if self.n_neg > 0 and not self.neg_sources:

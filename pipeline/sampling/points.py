@@ -1,10 +1,13 @@
 """One instance's attention map on its search grid -> point prompts, best first.
 
 Positives: local maxima of the (smoothed) map ('peak') or KMeans cluster centres of its
-high-attention cells ('kmeans'). Negatives: peaks of the occluders' maps where they exceed
-the instance's own map ('occluder'), then low-attention places of the instance's map
-('background'). Emitted points keep `min_distance` from each other. Maps that cannot give
-points fall back to the box centre as one positive, with the reason (see FALLBACK_REASONS).
+high-attention cells ('kmeans'), inside the instance's amodal box and never where an
+occluder's map is above the instance's. Negatives: peaks of the occluders' maps where they
+exceed the instance's own map by the relative margin `occ_margin` ('occluder'), then
+low-attention places of the instance's map ('background'), outside the amodal box by default
+(`bg_region`), where the target cannot be. Emitted points keep `min_distance` from each other.
+Maps that cannot give points fall back to the box centre as one positive, with the reason (see
+FALLBACK_REASONS).
 """
 
 from __future__ import annotations
@@ -64,12 +67,13 @@ def map_fallback(target: np.ndarray, flat_cv: float) -> str:
     return ""
 
 
-def _normalise(m: np.ndarray) -> np.ndarray | None:
-    """(m - lo) / (hi - lo) over the finite cells (NaN elsewhere); None when constant."""
+def _normalise(m: np.ndarray, hi: float | None = None) -> np.ndarray | None:
+    """(m - lo) / (hi - lo) over the finite cells (NaN elsewhere), lo and hi the map's min and
+    max there (`hi` given: the larger of it and the max); None when constant."""
     valid = np.isfinite(m)
     if not valid.any():
         return None
-    lo, hi = m[valid].min(), m[valid].max()
+    lo, hi = m[valid].min(), max(m[valid].max(), -np.inf if hi is None else hi)
     if not hi > lo:
         return None
     return (m - lo) / (hi - lo)
@@ -152,6 +156,13 @@ def _take(cands: np.ndarray, taken: list[np.ndarray], limit: int, min_distance: 
     return keep
 
 
+def _in_box(grid: Grid, box_xywh) -> np.ndarray:
+    """bool [rows, cols]: grid cells whose centre lies in the XYWH box."""
+    x, y, w, h = (float(v) for v in box_xywh)
+    cx, cy = grid.to_pixels(np.arange(grid.rows), np.arange(grid.cols))
+    return ((cy >= y) & (cy < y + h))[:, None] & ((cx >= x) & (cx < x + w))[None, :]
+
+
 def sample_points(
     target: np.ndarray,
     occluders: list[np.ndarray],
@@ -159,9 +170,15 @@ def sample_points(
     box_xywh,
     params: SampleParams,
     sigma_cells: float,
+    occluder_peaks: list[float] | None = None,
 ) -> InstancePoints:
     """Points for one instance from its painted map `target` [rows, cols] on `grid` and the
-    painted maps of its occluders; falls back to the box centre when the map is unusable."""
+    painted maps of its occluders; falls back to the box centre when the map is unusable.
+
+    `occluder_peaks`: per occluder, the largest value of its map over the whole image; an
+    occluder's map is normalised by it, so that the spill of its attention onto the target
+    (the occluder's highest place inside this search region) does not count as its peak.
+    """
     reason = map_fallback(target, params.flat_cv)
     if reason:
         return fallback_points(box_xywh, reason)
@@ -172,12 +189,22 @@ def sample_points(
     md = max(1, int(round(params.min_distance * max(grid.rows, grid.cols))))
     half = max(1, md // 2)
     window = _WindowMean(n)
+    in_box = _in_box(grid, box_xywh)
+    peaks = occluder_peaks if occluder_peaks is not None else [None] * (len(maps) - 1)
+    occ_norm = [(occ, on) for occ, on in ((occ, _normalise(occ, hi)) for occ, hi in zip(maps[1:], peaks))
+                if on is not None]
+    # positives never where an occluder's map is above the target's (both are on the scale of
+    # `token_values`: 1 = uniform attention)
+    outranked = np.zeros(n.shape, bool)
+    for occ in maps[1:]:
+        outranked |= occ > maps[0]
+    n_box = np.where(in_box & ~outranked, n, np.nan)
 
     if params.strategy == "kmeans":
-        pos_rc, pos_score = _kmeans_positives(n, params)
+        pos_rc, pos_score = _kmeans_positives(n_box, params)
         pos_source = "kmeans"
     else:
-        pos_rc = _peaks(n, md, params.rel_threshold, params.n_pos)
+        pos_rc = _peaks(n_box, md, params.rel_threshold, params.n_pos)
         pos_rc, pos_score = _by_score(pos_rc, window(pos_rc, half))
         keep = _take(pos_rc, [], params.n_pos, md)
         pos_rc, pos_score = pos_rc[keep], pos_score[keep]
@@ -194,19 +221,21 @@ def sample_points(
             break
         if source == "occluder":
             cands, scores = [], []
-            for occ in maps[1:]:
-                on = _normalise(occ)
-                if on is None:
-                    continue
+            for occ, on in occ_norm:
                 rc = _peaks(on, md, params.rel_threshold, room)
-                s = on[rc[:, 0], rc[:, 1]] - np.nan_to_num(n[rc[:, 0], rc[:, 1]], nan=0.0)
-                cands.append(rc[s > 0])
-                scores.append(s[s > 0])
+                r, c = rc[:, 0], rc[:, 1]
+                s = on[r, c] - np.nan_to_num(n[r, c], nan=0.0)
+                # the occluder is above the target on the common scale by the margin, and higher
+                # on its own scale than the target on its scale (not the target's own peak)
+                ok = (occ[r, c] > (1 + params.occ_margin) * np.nan_to_num(maps[0][r, c], nan=0.0)) & (s > 0)
+                cands.append(rc[ok])
+                scores.append(s[ok])
             if not cands:
                 continue
             rc, s = _by_score(np.concatenate(cands), np.concatenate(scores))
         else:  # background: local minima of the instance's map below bg_max_level
-            rc = _peaks(1.0 - n, md, 1.0 - params.bg_max_level, room)
+            low = 1.0 - n if params.bg_region == "search_region" else np.where(in_box, np.nan, 1.0 - n)
+            rc = _peaks(low, md, 1.0 - params.bg_max_level, room)
             rc, s = _by_score(rc, 1.0 - window(rc, half))
         for i in _take(rc, taken, room, md):
             neg_rc.append(rc[i])

@@ -96,7 +96,6 @@ def sample_image(
     values = token_values(maps, layers.rows, layers.weights, views, params.view_norm)
     finite = np.isfinite(values).all(axis=1)
     fine_side = finest_token_side(views)
-    use_occluders = params.n_neg > 0 and "occluder" in params.neg_sources
 
     out: dict[int, InstancePoints] = {}
     for inst in record.instances:
@@ -109,24 +108,25 @@ def sample_image(
             out[inst.id] = fallback_points(inst.bbox, "nan")
             continue
         occ_rows = []
-        if use_occluders:
-            for occ_id in att.occluder_ids:
-                if occ_id == inst.id:
-                    continue  # an object does not occlude itself
-                if occ_id not in row_of:
-                    raise SampleInputError(
-                        f"{where}image {image.image_id} instance {inst.id}: occluder id {occ_id} "
-                        f"has no map in the cache (instances there: {gt_ids})"
-                    )
-                if finite[row_of[occ_id]] and not image.instances[occ_id].fallback:
-                    occ_rows.append(row_of[occ_id])  # maps extract flagged give no negatives
+        # occluder maps veto positives and give occluder negatives
+        for occ_id in att.occluder_ids:
+            if occ_id == inst.id:
+                continue  # an object does not occlude itself
+            if occ_id not in row_of:
+                raise SampleInputError(
+                    f"{where}image {image.image_id} instance {inst.id}: occluder id {occ_id} "
+                    f"has no map in the cache (instances there: {gt_ids})"
+                )
+            if finite[row_of[occ_id]] and not image.instances[occ_id].fallback:
+                occ_rows.append(row_of[occ_id])  # maps extract flagged give no negatives
         grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
                          params.max_cells)
         painted = paint(values[[i, *occ_rows]], views, grid, params.view_weights)
         now = time.perf_counter()
         timings["upsample"] += now - clock
         sigma_cells = params.smooth * fine_side / grid.step
-        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells)
+        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells,
+                                     [float(values[r].max()) for r in occ_rows])
         clock = time.perf_counter()
         timings["peaks"] += clock - now
     return out
