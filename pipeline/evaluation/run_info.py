@@ -37,6 +37,8 @@ def describe_run(params: dict, cache: str | os.PathLike, source: str | os.PathLi
                           "amodal_decoder": sam.amodal_decoder},
         "layers": [int(x) for x in info.layers],
         "sink_removal": extract.get("sink_removal"),
+        "sink_method": extract.get("sink_method") if extract.get("sink_removal") else None,
+        "head_aggregation": extract.get("head_aggregation"),
         "occlusion_listing": extract.get("occlusion_listing") if extract.get("ask_occlusion") else "not asked",
         "prompt_mode": decode.prompt_mode,
         "completion": decode.completion,
