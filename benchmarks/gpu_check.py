@@ -202,6 +202,7 @@ def measure_stages(rep: Report, vlm, sams: dict, dataset, extract_params, device
     from pipeline.decoding.params import DecodeParams, SamModelParams
     from pipeline.decoding.run import run_decode
     from pipeline.evaluation.run import evaluate
+    from pipeline.evaluation.run_info import undescribed_run
     from pipeline.sampling.params import SampleParams
     from pipeline.sampling.run import run_sample
 
@@ -220,7 +221,8 @@ def measure_stages(rep: Report, vlm, sams: dict, dataset, extract_params, device
             dataset, params, "smoke", SamModelParams(variant), points, cache, visible, amodal, models=sam), device)
     first = next(iter(sams))
     seconds["evaluate"] = _timed(lambda: evaluate(
-        dataset, work / f"amodal_{first}.json", work / f"visible_{first}.json", work / "reports"), device)
+        dataset, work / f"amodal_{first}.json", work / f"visible_{first}.json", work / "reports",
+        run=undescribed_run("gpu_check timing run on random weights")), device)
     rep.info("instances_per_image", round(dataset.instance_count() / n, 2))
     for stage, s in seconds.items():
         rep.figure(f"stage {stage}: images/s", n / s, "images/s")
