@@ -9,7 +9,7 @@ Per image (`extract_image`):
 1. prompts: one target prompt per instance (template `target` with the instance's phrase and
    box), and with sink removal the generic prompt (target template, `sink_phrase`,
    whole-image box);
-2. token placement of the image (F2's `placement_for`); every prompt must hold the same
+2. token placement of the image (`placement.placement_for`); every prompt must hold the same
    image-token positions;
 3. a runner executes the prompts: with prefix reuse (default) the image and the prompts'
    shared token prefix (the longest common prefix of all the image's prompts, cut before the
@@ -96,7 +96,7 @@ class FullForwardRunner:
 
 
 class PrefixReuseRunner:
-    """The image and the shared prompt prefix are prefilled once (F1's `prefix_reuse`); each
+    """The image and the shared prompt prefix are prefilled once (`prefix_reuse.py`); each
     prompt's suffix then runs on that KV cache."""
 
     def __init__(self, model, tokenizer, layers: list[int], first: EncodedPrompt, prefix_len: int):

@@ -18,7 +18,7 @@ checkpoint becomes a `VlmNotAvailableError` saying which repo to download, where
 and that `vlmsam weights` lists what is missing. The revision recorded is the commit
 hash of the cache snapshot when known ('' for a plain local folder).
 
-Smoke profile: F1's `build_smoke_vlm(family, seed)`; `LoadedVlm.smoke` is True and the
+Smoke profile: `smoke_models.build_smoke_vlm(family, seed)`; `LoadedVlm.smoke` is True and the
 model id is `smoke/<family>`.
 """
 
