@@ -436,3 +436,32 @@ def test_unreadable_image_is_skipped_or_stops(scenes, models, tmp_path):
     assert {e["image_id"] for e in read_predictions(tmp_path / "pred_amodal.json")} == {
         im.id for im in scenes.images[1:]}
     assert summary.n_amodal == scenes.instance_count() - len(first.instances)
+
+
+def test_skipped_image_in_one_shard_completes_the_sharded_run(scenes, models, tmp_path):
+    """An image one shard cannot read leaves a skip part, so the other shard's merge finds every
+    image done; files and skip list equal a single-process run's."""
+    import dataclasses
+
+    from pipeline.datasets.skips import read_skips
+    from pipeline.scaling.shards import Shard
+
+    pts = points_file(tmp_path / "p.parquet", scenes, "points")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(scenes.images[0].path.read_bytes()[:200])  # truncated PNG
+    ds = dataclasses.replace(scenes, images=(dataclasses.replace(scenes.images[0], path=broken), *scenes.images[1:]))
+    kwargs = dict(models=models, on_error="skip", max_skipped_fraction=0.5)
+    one = tmp_path / "one"
+    run_decode(ds, DecodeParams(completion="visible"), "smoke", SamModelParams(), pts, tmp_path / "none.h5",
+               **outputs(one), **kwargs)
+    two = tmp_path / "two"
+    summaries = [run_decode(ds, DecodeParams(completion="visible"), "smoke", SamModelParams(), pts,
+                            tmp_path / "none.h5", shard=Shard(i, 2, source="test"), **outputs(two), **kwargs)
+                 for i in range(2)]
+    assert summaries[0].n_amodal is None and summaries[1].n_amodal is not None  # the last shard merged
+    for name in ("pred_visible.json", "pred_amodal.json"):
+        assert (two / name).read_bytes() == (one / name).read_bytes()
+    assert read_skips(two / "pred_amodal.json") == read_skips(one / "pred_amodal.json")
+    (skip,) = read_skips(two / "pred_amodal.json")
+    assert skip.image_id == scenes.images[0].id
+    assert not (two / "pred_visible.json.parts").exists()

@@ -182,3 +182,24 @@ def test_cli_errors_are_clear(tmp_path, dataset, monkeypatch):
     res = runner.invoke(app, ["extract", "--params", str(params), "--out", str(tmp_path / "a.h5")])
     assert res.exit_code == 1 and "hf download llava-hf/llava-1.5-7b-hf" in res.output
     assert not (tmp_path / "a.h5").exists()
+
+
+def test_skipped_image_in_one_shard_completes_the_sharded_run(dataset, tmp_path, onevision):
+    """An unreadable image leaves a skip part in its shard, so the merge finds every image done;
+    the cache and its skip list equal a single-process run's."""
+    from pipeline.datasets.skips import read_skips
+    from pipeline.scaling.shards import Shard
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(dataset.images[1].path.read_bytes()[:200])  # truncated
+    ds = dataclasses.replace(dataset, images=(dataset.images[0], dataclasses.replace(dataset.images[1], path=broken)))
+    kwargs = dict(progress=False, on_error="skip", max_skipped_fraction=0.5)
+    one = X.run_extract(onevision, ds, PARAMS, tmp_path / "one.h5", **kwargs)
+    two = tmp_path / "two.h5"
+    for i in range(2):
+        X.run_extract(onevision, ds, PARAMS, two, shard=Shard(i, 2, source="test"), **kwargs)
+    assert two.read_bytes() == one.read_bytes()
+    assert read_skips(two) == read_skips(one)
+    assert [s.image_id for s in read_skips(two)] == [dataset.images[1].id]
+    assert [im.image_id for im in iter_images(two)] == [dataset.images[0].id]
+    assert not (tmp_path / "two.h5.parts").exists()
