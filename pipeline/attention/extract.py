@@ -51,6 +51,7 @@ from pipeline.attention.prompts import (
     EncodedPrompt, box_text, category_phrase, encode_prompt, occlusion_question, target_question,
 )
 from pipeline.datasets.d2sa_phrases import default_phrases
+from pipeline.datasets.image_identity import image_files_identity
 from pipeline.datasets.record import AmodalDataset, DatasetError, ImageRecord
 from pipeline.datasets.skips import (
     ImageSkipError, clear_skip_part, handle_image_error, merge_with_skips, read_image_checked, read_skips, skipped_image_ids,
@@ -313,7 +314,8 @@ def cache_info(vlm, params: ExtractParams, layers: list[int], dataset: AmodalDat
         "layers_resolved": layers,
         "model": {"id": vlm.model_id, "revision": vlm.revision, "family": vlm.family,
                   "dtype": dtype, "smoke": vlm.smoke},
-        "dataset": {"name": dataset.name, "annotations": str(dataset.annotation_file)},
+        "dataset": {"name": dataset.name, "annotations": str(dataset.annotation_file),
+                    "image_files": image_files_identity(dataset)},
     }
     return CacheInfo(vlm.model_id, vlm.revision, params.all_templates(), layers, run_params, vlm.smoke)
 

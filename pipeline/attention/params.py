@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_pixel_budget
+from pipeline.errors import ParamsError
 from pipeline.params_file import reject_unknown
 
 FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
@@ -348,7 +349,7 @@ def check_layers(layers) -> None:
     if layers == "auto":
         return
     if not isinstance(layers, (list, tuple)) or not layers or not all(_is_int(x) or _is_fraction(x) for x in layers):
-        raise ValueError(
+        raise ParamsError(
             "extract.layers must be 'auto' or a non-empty list of layer indices (integers, negative = "
             f"from the end) and depth fractions (0 <= f < 1), got {layers!r}"
         )
@@ -360,7 +361,7 @@ def default_layer_depths(family: str) -> tuple[float, ...]:
         return DEFAULT_LAYER_DEPTHS[family]
     if family.startswith("qwen2"):
         return QWEN2_LAYER_DEPTHS
-    raise ValueError(f"extract.layers 'auto': no default layers for the VLM family {family!r}; list them")
+    raise ParamsError(f"extract.layers 'auto': no default layers for the VLM family {family!r}; list them")
 
 
 def resolve_layers(layers, num_layers: int, family: str | None = None) -> list[int]:
@@ -372,7 +373,7 @@ def resolve_layers(layers, num_layers: int, family: str | None = None) -> list[i
     check_layers(layers)
     if layers == "auto":
         if family is None:
-            raise ValueError("extract.layers 'auto' needs the VLM family to resolve")
+            raise ParamsError("extract.layers 'auto' needs the VLM family to resolve")
         layers = list(default_layer_depths(family))
     out, from_fraction = [], set()
     for layer in layers:
@@ -384,11 +385,11 @@ def resolve_layers(layers, num_layers: int, family: str | None = None) -> list[i
         else:
             idx = layer + num_layers if layer < 0 else layer
             if not 0 <= idx < num_layers:
-                raise ValueError(
+                raise ParamsError(
                     f"extract.layers: layer {layer} is out of range for a language model with "
                     f"{num_layers} layers (valid: {-num_layers}..{num_layers - 1}, or fractions 0..1)"
                 )
         if idx in out:
-            raise ValueError(f"extract.layers: {list(layers)} name layer {idx} twice")
+            raise ParamsError(f"extract.layers: {list(layers)} name layer {idx} twice")
         out.append(idx)
     return out

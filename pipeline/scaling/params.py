@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from pipeline.errors import ParamsError
 from pipeline.params_file import reject_unknown
 
 
@@ -25,6 +26,8 @@ class LaunchParams:
     def __post_init__(self) -> None:
         if self.launcher is not None and (not isinstance(self.launcher, str) or not shlex.split(self.launcher)):
             raise ValueError(f"launch.launcher must be null or a command, got {self.launcher!r}")
+        if self.launcher is not None:
+            check_process_count(shlex.split(self.launcher))
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LaunchParams":
@@ -37,3 +40,25 @@ class LaunchParams:
         """The command line that runs `module` with `args` under the launcher."""
         prefix = shlex.split(self.launcher) if self.launcher is not None else [python]
         return [*prefix, "-m", module, *args]
+
+
+# launcher options that set the number of processes per node (torchrun and `accelerate launch`);
+# torchrun also takes the words below instead of a number
+_PROCESS_COUNT_OPTIONS = ("--nproc_per_node", "--nproc-per-node", "--num_processes", "--num-processes")
+_TORCHRUN_PROCESS_WORDS = ("auto", "cpu", "gpu", "xpu")
+
+
+def check_process_count(words: list[str]) -> None:
+    """ParamsError naming launch.launcher when it asks for a process count that is not a
+    positive integer (torchrun asserts on 0 with a traceback; accelerate fails later)."""
+    for i, word in enumerate(words):
+        option, sep, value = word.partition("=")
+        if option not in _PROCESS_COUNT_OPTIONS:
+            continue
+        if not sep:
+            value = words[i + 1] if i + 1 < len(words) else ""
+        if value in _TORCHRUN_PROCESS_WORDS and "nproc" in option:
+            continue
+        if not (value.isdigit() and int(value) > 0):
+            raise ParamsError(f"launch.launcher {shlex.join(words)!r}: {option} must be a positive number of "
+                              f"processes, got {value!r}")
