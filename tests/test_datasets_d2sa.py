@@ -151,7 +151,7 @@ def test_detect_flavour():
         detect_flavour({"annotations": [{"segmentation": [], "bbox": []}]}, "x.json")
     with pytest.raises(DatasetError, match="no 'annotations'"):
         detect_flavour({"images": []})
-    assert set(FLAVOURS) == {"d2sa", "cocoa", "kins2020", "kins_coco"}
+    assert set(FLAVOURS) == {"d2sa", "cocoa", "cocoa_original", "kins2020", "kins_coco"}
 
 
 def _broken(tmp_path, mutate):

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from pipeline.datasets import cocoa, d2sa, kins
+from pipeline.datasets import cocoa, cocoa_original, d2sa, kins
 from pipeline.datasets.coco_json import InstanceFields, build_dataset, read_json
 from pipeline.datasets.record import AmodalDataset, DatasetError
 
-FLAVOURS = ("d2sa", "cocoa", "kins2020", "kins_coco")
+FLAVOURS = ("d2sa", "cocoa", "cocoa_original", "kins2020", "kins_coco")
 
 # flavour -> (where its fields live, schema test on (annotation keys, image file names))
 _SCHEMAS: dict[str, tuple[InstanceFields, Callable[[set[str], list[str]], bool]]] = {
@@ -46,6 +46,8 @@ def detect_flavour(json_dict: dict, source: str | os.PathLike = "<annotation JSO
         if isinstance(im, dict) and isinstance(im.get("file_name"), str)
     ]
     matches = [name for name, (_, looks_like) in _SCHEMAS.items() if looks_like(keys, file_names)]
+    if cocoa_original.looks_like(keys):
+        matches.append(cocoa_original.FLAVOUR)
     if len(matches) != 1:
         problem = "no known schema matches" if not matches else f"ambiguous ({matches})"
         raise DatasetError(
@@ -62,6 +64,7 @@ def load_dataset(
     check_images: bool = False,
     max_images: int | None = None,
     on_error: str = "stop",
+    include_stuff: bool = False,
 ) -> AmodalDataset:
     """Load an amodal annotation file into the internal record.
 
@@ -71,6 +74,7 @@ def load_dataset(
     unreadable or of another size. `max_images`: keep only the first N images (file order).
     Every problem raises DatasetError naming the file and the record; with `on_error='skip'`
     a malformed annotation record is left out instead and listed in the dataset's `skips`.
+    `include_stuff`: keep the stuff regions of the original COCOA files (`cocoa_original`).
     """
     path = Path(annotation_file)
     if flavour is not None and flavour not in FLAVOURS:
@@ -78,7 +82,10 @@ def load_dataset(
     data = read_json(path)
     if flavour is None:
         flavour = detect_flavour(data, path)
-    fields, _ = _SCHEMAS[flavour]
     images_root = Path(image_dir) if image_dir is not None else path.parent
-    dataset = build_dataset(path, data, images_root, fields, max_images, check_images, on_error)
+    if flavour == cocoa_original.FLAVOUR:
+        dataset = cocoa_original.build(path, data, images_root, max_images, check_images, on_error, include_stuff)
+    else:
+        fields, _ = _SCHEMAS[flavour]
+        dataset = build_dataset(path, data, images_root, fields, max_images, check_images, on_error)
     return dataclasses.replace(dataset, flavour=flavour)

@@ -16,8 +16,9 @@ SYNTH_ANNOTATIONS = "data/synth/D2S_amodal_synth.json"  # what `vlmsam synth --o
 class DatasetParams:
     """Parameters of the `dataset` section.
 
-    flavour      one of FLAVOURS ('d2sa', 'cocoa', 'kins2020', 'kins_coco'), or None to detect
-                 it from the file's schema (default None)
+    flavour      one of FLAVOURS ('d2sa', 'cocoa' = COCOA-cls, 'cocoa_original' = the per-image
+                 COCO_amodal_*2014.json files, 'kins2020', 'kins_coco'), or None to detect it
+                 from the file's schema (default None)
     annotations  annotation JSON path (default: the synthetic D2SA-format scenes)
     images       image folder the `file_name`s are relative to; None = the annotation file's
                  folder (default None)
@@ -28,6 +29,8 @@ class DatasetParams:
                  counted in metrics.json; 'stop': the first such record stops the run
     max_skipped_fraction  a run fails when more than this fraction of the images is
                  skipped (default 0.01)
+    include_stuff  cocoa_original only: keep the regions marked `isStuff` (default False: left
+                 out, they are not objects)
     """
 
     flavour: str | None = None
@@ -36,6 +39,7 @@ class DatasetParams:
     max_images: int | None = None
     on_error: str = "skip"
     max_skipped_fraction: float = 0.01
+    include_stuff: bool = False
 
     def __post_init__(self) -> None:
         from pipeline.datasets.skips import ON_ERROR
@@ -45,6 +49,8 @@ class DatasetParams:
         if (isinstance(self.max_skipped_fraction, bool) or not isinstance(self.max_skipped_fraction, (int, float))
                 or not 0 <= self.max_skipped_fraction <= 1):
             raise ValueError(f"dataset.max_skipped_fraction must be a number in [0, 1], got {self.max_skipped_fraction!r}")
+        if not isinstance(self.include_stuff, bool):
+            raise ValueError(f"dataset.include_stuff must be true or false, got {self.include_stuff!r}")
         if self.flavour is not None and self.flavour not in FLAVOURS:
             raise ValueError(f"dataset.flavour must be one of {FLAVOURS} or null, got {self.flavour!r}")
         if not isinstance(self.annotations, str) or not self.annotations:
@@ -74,4 +80,5 @@ def load(params: DatasetParams, check_images: bool = False) -> AmodalDataset:
         check_images=check_images,
         max_images=params.max_images,
         on_error=params.on_error,
+        include_stuff=params.include_stuff,
     )

@@ -22,7 +22,7 @@ _D, _S = DecodeParams(), SamModelParams()
 
 def decode_command(
     annotations: Path = typer.Option(..., "--annotations", help="Dataset annotation JSON (any supported flavour)."),
-    flavour: Optional[str] = typer.Option(None, "--flavour", help="Dataset flavour (d2sa, cocoa, kins2020, kins_coco); detected when omitted."),
+    flavour: Optional[str] = typer.Option(None, "--flavour", help="Dataset flavour (d2sa, cocoa, cocoa_original, kins2020, kins_coco); detected when omitted."),
     images: Optional[Path] = typer.Option(None, "--images", help="Image folder; default: the annotation file's folder."),
     max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Decode only the first N images (as the earlier stages)."),
     points: Path = typer.Option(DEFAULT_POINTS, "--points", help="Point prompts from the sample stage (Parquet)."),

@@ -15,7 +15,7 @@ def evaluate_command(
     visible: Path = typer.Option(..., "--visible", help="Visible prediction file (COCO results with RLE masks)."),
     out: Path = typer.Option(..., "--out", help="Output folder for metrics.json, report.md and plots/."),
     flavour: Optional[str] = typer.Option(
-        None, "--flavour", help="Dataset flavour (d2sa, cocoa, kins2020, kins_coco); detected when omitted."),
+        None, "--flavour", help="Dataset flavour (d2sa, cocoa, cocoa_original, kins2020, kins_coco); detected when omitted."),
     max_images: Optional[int] = typer.Option(
         None, "--max-images", help="Evaluate only the first N images of the ground truth (as the run that made the predictions)."),
     occlusion_bins: int = typer.Option(

@@ -58,7 +58,7 @@ def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
                         "the amodal result is the mIoU")
         metrics = metrics_dict(ap_amodal, ap_visible, mean_ious(ious), bucket_means(ious),
                                n_gt=dataset.instance_count(), n_pred=len(amodal.entries),
-                               smoke=smoke, protocol=protocol_dict(modal_given), run=run,
+                               smoke=smoke, protocol=protocol_dict(modal_given, dataset.flavour), run=run,
                                counts=counts_dict(dataset, amodal, visible, skipped_image_ids(skips or [])))
         metrics["skipped"] = None if skips is None else summarize(skips)
         binned = binned_means(ious, params.occlusion_bins)
