@@ -180,3 +180,44 @@ def test_gallery_in_chromium(gallery, browser, tmp_path):
     images = browser.find_elements(By.CSS_SELECTOR, ".card img")
     assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in images)
     assert _console_errors(browser) == []
+
+
+OFFLINE_TEMPLATE = Path(__file__).resolve().parents[1] / ".dvc" / "plots_offline.html"
+
+
+def test_offline_plots_in_chromium(run, browser, tmp_path):
+    """`dvc plots show --html-template .dvc/plots_offline.html` renders every vega plot of
+    dvc.yaml from file:// with no request to any network and no console error."""
+    import subprocess
+    import sys
+
+    import yaml
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from stages import evaluate
+
+    if not OFFLINE_TEMPLATE.exists():
+        pytest.skip(f"{OFFLINE_TEMPLATE} missing: run scripts/offline_plots_template.sh (.ci/run does)")
+    dataset, outputs = run
+    root = outputs.cache.parents[1]
+    with working_dir(root):
+        evaluate.main(["--params", "params.yaml"])
+    repo_plots = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["plots"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"plots": repo_plots}, sort_keys=False))
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    if not (root / ".dvc").exists():
+        subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=root, check=True)
+    out = tmp_path / "dvc_plots"
+    subprocess.run(dvc + ["plots", "show", "--html-template", str(OFFLINE_TEMPLATE), "-o", str(out)],
+                   cwd=root, check=True, capture_output=True)
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    browser.get((out / "index.html").as_uri())
+    n_vega = sum(1 for p in repo_plots if Path(next(iter(p))).suffix == ".csv")
+    WebDriverWait(browser, 20).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".vega-embed canvas, .vega-embed svg")) >= n_vega)
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    assert [r for r in resources if not r.startswith(("file:", "data:"))] == []
+    assert _console_errors(browser) == []
+    _keep(browser, tmp_path, "plots.png")
