@@ -11,13 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import load_dataset
 from pipeline.demo import working_dir
 from pipeline.gallery.build import build_gallery
 from pipeline.gallery.params import GalleryParams
 from pipeline.gallery.select import choose
-from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params, write_params
-from pipeline.synth import generate
 from pipeline.visualize import RunOutputs
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -25,23 +22,12 @@ SCREENSHOT_DIR = "VLMSAM_SCREENSHOT_DIR"  # where set, the screenshots are copie
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, finished_smoke_run):
     """A finished smoke run (extract -> sample -> decode) on three synthetic images."""
-    from stages import decode, extract, sample
-
     root = tmp_path_factory.mktemp("run")
-    annotations = generate(root / "data", 3, seed=5, width=200, height=150, image_format="png", progress=False)
-    params = apply_overrides(default_params(), {
-        **SMOKE_OVERRIDES, "extract.max_new_tokens": 8,
-        "dataset.annotations": str(annotations), "dataset.flavour": "d2sa",
-    })
-    write_params(root / "params.yaml", params)
-    with working_dir(root):
-        for stage in (extract, sample, decode):
-            stage.main(["--params", "params.yaml"])
+    dataset = finished_smoke_run(root, 3, seed=5, width=200, height=150)
     d = RunOutputs()
-    outputs = RunOutputs(root / d.cache, root / d.points, root / d.visible, root / d.amodal)
-    return load_dataset(annotations), outputs
+    return dataset, RunOutputs(root / d.cache, root / d.points, root / d.visible, root / d.amodal)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +83,7 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager downloads nothing
     options = Options()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

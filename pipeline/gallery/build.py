@@ -51,24 +51,15 @@ def build_gallery(dataset, outputs, out_dir: str | os.PathLike, params: GalleryP
     `metrics` (metrics.json of the same run, optional) puts its mIoUs in the page's header."""
     from pipeline import masks as rle
     from pipeline.api import load_input_image, whole_image_maps
-    from pipeline.attention.cache import read_images, read_info
+    from pipeline.attention.cache import read_images
     from pipeline.evaluation.checked_predictions import check_pairing, read_checked
     from pipeline.evaluation.miou import instance_ious
-    from pipeline.sampling.params import SampleParams
-    from pipeline.sampling.points_schema import read_points
-    from pipeline.sampling.run import LayerChoice
 
     outputs.check()
     amodal = read_checked(outputs.amodal, dataset)
     visible = read_checked(outputs.visible, dataset)
     check_pairing(amodal, visible)
-    info = read_info(outputs.cache)
-    table, meta = read_points(outputs.points)
-    try:
-        sample = SampleParams.from_dict(meta.get("params"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{outputs.points}: the stored sample parameters cannot be read ({e})") from e
-    choice = LayerChoice.resolve(sample, info, outputs.cache)
+    info, table, meta, sample, choice = outputs.sampler_view()
     smoke = bool(info.smoke or meta.get("smoke") or amodal.smoke or visible.smoke)
     ious = {r.gt_id: r for r in instance_ious(dataset, amodal, visible)}
     image_of = {inst.id: im for im in dataset.images for inst in im.instances}
