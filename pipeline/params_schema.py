@@ -22,11 +22,13 @@ def section_classes() -> dict:
     from pipeline.datasets.params import DatasetParams
     from pipeline.decoding.params import DecodeParams
     from pipeline.evaluation.params import EvaluateParams
+    from pipeline.gallery.params import GalleryParams
     from pipeline.sampling.params import SampleParams
     from pipeline.scaling.params import LaunchParams
 
     return {"dataset": DatasetParams, "extract": ExtractParams, "sample": SampleParams,
-            "decode": DecodeParams, "evaluate": EvaluateParams, "launch": LaunchParams}
+            "decode": DecodeParams, "evaluate": EvaluateParams, "gallery": GalleryParams,
+            "launch": LaunchParams}
 
 
 def model_classes() -> dict:

@@ -39,6 +39,7 @@ def default_params() -> dict:
     from pipeline.datasets.params import DatasetParams
     from pipeline.decoding.params import DecodeParams, SamModelParams
     from pipeline.evaluation.params import EvaluateParams
+    from pipeline.gallery.params import GalleryParams
     from pipeline.sampling.params import SampleParams
     from pipeline.scaling.params import LaunchParams
 
@@ -56,6 +57,7 @@ def default_params() -> dict:
         "sample": sample,
         "decode": decode,
         "evaluate": asdict(EvaluateParams()),
+        "gallery": asdict(GalleryParams()),
         "launch": asdict(LaunchParams()),
     }
 

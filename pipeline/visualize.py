@@ -116,6 +116,22 @@ class RunOutputs:
         if missing:
             raise FileNotFoundError("finished run incomplete, missing: " + "; ".join(missing))
 
+    def sampler_view(self):
+        """(cache info, points table, points metadata, SampleParams, LayerChoice): the attention
+        as the sampler saw it, from the parameters stored in the points file."""
+        from pipeline.attention.cache import read_info
+        from pipeline.sampling.params import SampleParams
+        from pipeline.sampling.points_schema import read_points
+        from pipeline.sampling.run import LayerChoice
+
+        info = read_info(self.cache)
+        table, meta = read_points(self.points)
+        try:
+            sample = SampleParams.from_dict(meta.get("params"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{self.points}: the stored sample parameters cannot be read ({e})") from e
+        return info, table, meta, sample, LayerChoice.resolve(sample, info, self.cache)
+
 
 def select_instances(candidates: list[tuple[float, int, int]], n: int) -> list[tuple[int, int]]:
     """`n` of the (occlusion_rate, image_id, gt_id) candidates spread evenly over the occlusion
@@ -144,23 +160,14 @@ def visualize_run(dataset, outputs: RunOutputs, n: int, out_dir: str | os.PathLi
 
     from pipeline import masks as rle
     from pipeline.api import load_input_image, whole_image_maps
-    from pipeline.attention.cache import read_image, read_info
+    from pipeline.attention.cache import read_image
     from pipeline.datasets.record import DatasetError
     from pipeline.predictions import is_smoke, read_predictions
-    from pipeline.sampling.params import SampleParams
-    from pipeline.sampling.points_schema import read_points
-    from pipeline.sampling.run import LayerChoice
 
     if n < 1:
         raise ValueError(f"the number of figures must be >= 1, got {n}")
     outputs.check()
-    info = read_info(outputs.cache)
-    table, meta = read_points(outputs.points)
-    try:
-        sample = SampleParams.from_dict(meta.get("params"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{outputs.points}: the stored sample parameters cannot be read ({e})") from e
-    choice = LayerChoice.resolve(sample, info, outputs.cache)
+    info, table, meta, sample, choice = outputs.sampler_view()
     visible_entries, amodal_entries = read_predictions(outputs.visible), read_predictions(outputs.amodal)
     visible, amodal = _by_key(visible_entries, outputs.visible), _by_key(amodal_entries, outputs.amodal)
     smoke = bool(info.smoke or meta.get("smoke") or is_smoke(visible_entries) or is_smoke(amodal_entries))

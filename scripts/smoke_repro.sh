@@ -18,9 +18,11 @@ status="$(dvc status)"
 echo "$status"
 case "$status" in *"up to date"*) ;; *) echo "dvc status is not clean after dvc repro"; exit 1 ;; esac
 test -f reports/metrics.json || { echo "reports/metrics.json missing"; exit 1; }
+test -f reports/gallery/index.html || { echo "reports/gallery/index.html missing"; exit 1; }
 dvc metrics show
 dvc plots show -o "$work/plots" >/dev/null
 if grep -q '"smoke": true' reports/metrics.json; then
     grep -q "SMOKE RUN" reports/report.md || { echo "SMOKE banner missing from reports/report.md"; exit 1; }
+    grep -q "SMOKE RUN" reports/gallery/index.html || { echo "SMOKE banner missing from reports/gallery/index.html"; exit 1; }
 fi
 echo "dvc repro on the embedded sample: ok"

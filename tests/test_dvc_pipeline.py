@@ -71,11 +71,14 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(first) == ["extract", "sample", "decode", "evaluate"]
+    assert _ran_stages(first) == ["extract", "sample", "decode", "evaluate", "gallery"]
     assert "models.profile auto: real checkpoints missing" in first and "SMOKE" in first
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["smoke"] is True and metrics["n_gt"] > 0
     assert "SMOKE RUN" in (project / "reports" / "report.md").read_text()
+    gallery = (project / "reports" / "gallery" / "index.html").read_text()
+    assert "SMOKE RUN" in gallery and gallery.count("data-gt-id") == 0  # cards are built in the browser
+    assert len((project / "reports" / "gallery" / "gallery.csv").read_text().splitlines()) == metrics["n_gt"] + 1
 
     assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
     second = _run([str(BIN / "dvc"), "repro"], project)
@@ -95,7 +98,7 @@ def test_sampling_change_reruns_sample_decode_evaluate_only(project):
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project))
     assert set(status) == {"sample"}  # dvc status names the changed stage; repro runs its descendants
     out = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(out) == ["sample", "decode", "evaluate"]
+    assert _ran_stages(out) == ["sample", "decode", "evaluate", "gallery"]
     assert "Stage 'extract' didn't change, skipping" in out
     assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract"] == extract_lock
     assert (project / "cache" / "attention.h5").stat().st_mtime_ns == cache_mtime
@@ -111,7 +114,7 @@ def test_exp_run_sweep_from_the_root_and_comparison_report(project):
         _run([str(BIN / "dvc"), "repro"], project)
     _commit(project, "baseline run")
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "pm-box", "-S", "prompt_mode=box"], project)
-    assert _ran_stages(out) == ["sample", "decode", "evaluate"]
+    assert _ran_stages(out) == ["sample", "decode", "evaluate", "gallery"]
     _run([str(BIN / "vlmsam"), "compare", "--out", "compare.md"], project)
     report = (project / "compare.md").read_text()
     assert "SMOKE" in report.splitlines()[2]
@@ -150,7 +153,7 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
     # never reads the attention, so DVC would restore evaluate from its run cache
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "qwen25", "-S", "models.vlm.family=qwen2_5_vl",
                 "-S", "models.vlm.id=Qwen/Qwen2.5-VL-7B-Instruct", "-S", "prompt_mode=points"], project)
-    assert _ran_stages(out) == ["extract", "sample", "decode", "evaluate"]
+    assert _ran_stages(out) == ["extract", "sample", "decode", "evaluate", "gallery"]
     info = read_info(project / "cache" / "attention.h5")
     assert info.smoke and info.model_id == "smoke/qwen2_5_vl"
     metrics = json.loads((project / "reports" / "metrics.json").read_text())

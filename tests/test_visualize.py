@@ -11,29 +11,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.datasets import load_dataset
 from pipeline.demo import working_dir
-from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params, write_params
-from pipeline.synth import generate
 from pipeline.visualize import RunOutputs, select_instances, visualize_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, finished_smoke_run):
     """A project folder holding params.yaml, the dataset and the finished stage outputs."""
-    from stages import decode, extract, sample
-
     root = tmp_path_factory.mktemp("run")
-    annotations = generate(root / "data", 1, seed=3, width=160, height=120, image_format="png", progress=False)
-    params = apply_overrides(default_params(), {
-        **SMOKE_OVERRIDES, "extract.max_new_tokens": 8,
-        "dataset.annotations": str(annotations), "dataset.flavour": "d2sa",
-    })
-    write_params(root / "params.yaml", params)
-    with working_dir(root):
-        for stage in (extract, sample, decode):
-            stage.main(["--params", "params.yaml"])
-    dataset = load_dataset(annotations)
+    dataset = finished_smoke_run(root, 1, seed=3, width=160, height=120)
     assert dataset.instance_count() >= 3
     return root, dataset
 
