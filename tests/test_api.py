@@ -274,16 +274,18 @@ def oracle_decoder(monkeypatch):
     nothing in particular): query 0 (the box) gets its visible mask, query 1 the bar. Every
     call's number of queries is recorded."""
     from pipeline.decoding import run as decode_run
+    from pipeline.decoding.routing import route
     from pipeline.decoding.sam import DecodedMasks
 
     _, _, visible, bar = bar_scene()
     calls = []
 
-    def decode_image(models, image, prompts, max_queries_per_call=None):
+    def decode_image(models, image, prompts, max_queries_per_call=None, negatives="auto"):
         q = prompts.points.shape[0]
         calls.append(q)
         masks = np.stack([visible, bar][:q])
-        return DecodedMasks(masks, np.full(q, 0.9, np.float32), None, None)
+        sent = route(prompts, negatives, models.trained_on_negatives).sent
+        return DecodedMasks(masks, np.full(q, 0.9, np.float32), None, None, sent)
 
     monkeypatch.setattr(decode_run, "decode_image", decode_image)
     return calls

@@ -5,7 +5,7 @@ Registering a family = adding ONE module to this package, named by the family
 
     FAMILY = <its Segmenter subclass>      # with FAMILY.family == "<family>"
 
-Nothing else names it: `family_names()` lists every module of this package (except `segmenter`
+Nothing else names it: `family_names()` lists every module of this package (except `segmenter`, `params`
 and names starting with '_') in sorted order, and `get_family(name)` imports that module and
 returns its `FAMILY`. A family module must import heavy libraries (transformers) inside its
 functions so that listing the registry stays cheap.
@@ -35,7 +35,7 @@ from pipeline.segmenters.segmenter import (
 )
 
 DEFAULT_FAMILY = "efficient_sam"
-_NOT_FAMILIES = {"segmenter"}
+_NOT_FAMILIES = {"segmenter", "params"}  # the interface and the parameters, not families
 
 
 class SegmenterLoadError(VlmsamError, FileNotFoundError):

@@ -36,6 +36,7 @@ from pipeline.segmenters.segmenter import (
 
 log = logging.getLogger(__name__)
 BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 2, 3
+PROMPT_TOKENS = "prompt_tokens"
 
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -135,9 +136,20 @@ class EfficientSamSegmenter(Segmenter):
         with torch.inference_mode():
             pts = torch.from_numpy(points)[None].to(self.device)
             labs = torch.from_numpy(labels)[None].to(self.device)
-            tokens = self.model.encode_prompts(pts, labs, height, width)
+            tokens = self._tokens(embedding, pts, labs, height, width)
             logits, iou = self.model.decode(embedding.embeddings, tokens, multimask_output=True, mask_decoder=decoder)
         return RawDecoderOutput(logits[0], iou[0])
+
+    def _tokens(self, embedding: ImageEmbedding, points, labels, height: int, width: int) -> torch.Tensor:
+        """Prompt tokens of these points, encoded once per embedding: the amodal decoder reuses
+        the visible decoder's (`extras['prompt_tokens']` keeps the last chunk's)."""
+        key = (points.cpu().numpy().tobytes(), labels.cpu().numpy().tobytes(), tuple(points.shape))
+        cached = embedding.extras.get(PROMPT_TOKENS)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tokens = self.model.encode_prompts(points, labels, height, width)
+        embedding.extras[PROMPT_TOKENS] = (key, tokens)
+        return tokens
 
     def decode_raw(self, embedding: ImageEmbedding, queries: PromptQueries) -> RawDecoderOutput:
         return self._raw(embedding, queries, None)
