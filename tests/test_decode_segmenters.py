@@ -73,3 +73,17 @@ def test_decode_stage_over_each_family_records_points_sent(scenes, family, tmp_p
     assert (negatives > 0) == trained
     assert all(a["points_sent"] == v["points_sent"] for a, v in zip(amodal, visible))
     assert all(v["smoke"] for v in visible)
+
+
+def test_amodal_decoder_file_in_the_decoder_wrapper_layout(tmp_path):
+    import torch
+
+    from pipeline.models.efficient_sam import build_mask_decoder, load_mask_decoder
+
+    sd = {k: v + 0.25 for k, v in build_mask_decoder().state_dict().items()}
+    torch.save({"decoder": sd}, tmp_path / "sameo.pth")
+    loaded = load_mask_decoder(tmp_path / "sameo.pth").state_dict()
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+    torch.save({"weights": sd}, tmp_path / "other.pth")
+    with pytest.raises(Exception, match=r"other.pth: .*\{'decoder': state_dict\}"):
+        load_mask_decoder(tmp_path / "other.pth")
