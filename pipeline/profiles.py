@@ -41,6 +41,7 @@ def default_params() -> dict:
     from pipeline.evaluation.params import EvaluateParams
     from pipeline.sampling.params import SampleParams
     from pipeline.scaling.params import LaunchParams
+    from pipeline.segmenters.params import SegmenterParams
 
     vlm = asdict(VlmModelParams())
     profile = vlm.pop("profile")
@@ -50,7 +51,8 @@ def default_params() -> dict:
     decode.pop("prompt_mode")
     return {
         "dataset": asdict(DatasetParams()),
-        "models": {"profile": profile, "vlm": vlm, "efficient_sam": SamModelParams().to_dict()},
+        "models": {"profile": profile, "vlm": vlm, "segmenter": SegmenterParams().to_dict(),
+                   "efficient_sam": SamModelParams().to_dict()},
         "prompt_mode": prompt_mode,
         "extract": asdict(ExtractParams()),
         "sample": sample,
