@@ -87,3 +87,13 @@ def test_amodal_decoder_file_in_the_decoder_wrapper_layout(tmp_path):
     torch.save({"weights": sd}, tmp_path / "other.pth")
     with pytest.raises(Exception, match=r"other.pth: .*\{'decoder': state_dict\}"):
         load_mask_decoder(tmp_path / "other.pth")
+
+
+def test_compare_puts_the_segmenter_beside_the_other_settings():
+    from pipeline.compare import comparison_markdown
+
+    metrics = {"amodal": {"AP": 0.1}}
+    rows = [{"name": "base", "params": {"models.segmenter.family": "efficient_sam", "prompt_mode": "points"}, "metrics": metrics},
+            {"name": "exp-sam2", "params": {"models.segmenter.family": "sam2", "prompt_mode": "points"}, "metrics": metrics}]
+    table = comparison_markdown(rows)
+    assert "models.segmenter.family" in table and "sam2" in table and "efficient_sam" in table
