@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 SMOKE_SEED = 0
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# the smoke model's vision encoder: narrow and 2 blocks deep, with the full 1024 input (64x64 embedding)
+SMOKE_VISION = {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 96,
+                "global_attn_indexes": [1], "window_size": 14}
 
 
 def _load_error(message: str):
@@ -65,9 +68,7 @@ class SamSegmenter(Segmenter):
         """A small SAM config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
         from transformers import SamConfig, SamVisionConfig
 
-        vision = SamVisionConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, mlp_dim=96,
-                                 global_attn_indexes=[1], window_size=14)
-        return SamConfig(vision_config=vision.to_dict())
+        return SamConfig(vision_config=SamVisionConfig(**SMOKE_VISION).to_dict())
 
     @staticmethod
     def image_processor_class():

@@ -9,7 +9,7 @@ default `hq_token_only=False` is kept.
 
 from __future__ import annotations
 
-from pipeline.segmenters.sam import SamSegmenter
+from pipeline.segmenters.sam import SMOKE_VISION, SamSegmenter
 from pipeline.segmenters.segmenter import ImageEmbedding
 
 INTERMEDIATE = "intermediate_embeddings"
@@ -32,9 +32,8 @@ class SamHqSegmenter(SamSegmenter):
         """A small SAM-HQ config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
         from transformers import SamHQConfig, SamHQMaskDecoderConfig, SamHQVisionConfig
 
-        vision = SamHQVisionConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, mlp_dim=96,
-                                   global_attn_indexes=[1], window_size=14)
-        decoder = SamHQMaskDecoderConfig(vit_dim=48)
+        vision = SamHQVisionConfig(**SMOKE_VISION)
+        decoder = SamHQMaskDecoderConfig(vit_dim=vision.hidden_size)
         return SamHQConfig(vision_config=vision.to_dict(), mask_decoder_config=decoder.to_dict())
 
     def image_features(self, pixels):
