@@ -6,6 +6,9 @@ params.yaml layout read by the decode stage::
     models:
       profile: auto | real | smoke   # smoke: seeded random EfficientSAM weights, outputs marked smoke;
                                      # auto: resolved by pipeline.profiles.resolve_profile
+      segmenter:                     # SegmenterParams (pipeline/segmenters/params.py)
+        family: efficient_sam        # efficient_sam | sam | sam_hq | sam2
+        id: null                     # hub id or checkpoint folder
       efficient_sam:                 # SamModelParams
         variant: vitt                # vitt | vits
         checkpoint: null             # explicit checkpoint path (else the search order of
