@@ -97,3 +97,13 @@ def test_compare_puts_the_segmenter_beside_the_other_settings():
             {"name": "exp-sam2", "params": {"models.segmenter.family": "sam2", "prompt_mode": "points"}, "metrics": metrics}]
     table = comparison_markdown(rows)
     assert "models.segmenter.family" in table and "sam2" in table and "efficient_sam" in table
+
+
+def test_exemplar_completion_on_another_family(scenes, tmp_path):  # noqa: F811
+    pts = points_file(tmp_path / "points.parquet", scenes, "points")
+    cache = occlusion_cache(tmp_path / "attention.h5", scenes)
+    summary = run_decode(scenes, DecodeParams(completion="exemplar"), "smoke", SamModelParams(), pts, cache,
+                         segmenter=SegmenterParams("sam"), **outputs(tmp_path))
+    amodal = read_predictions(summary.amodal_path)
+    assert amodal and {a["completion"] for a in amodal} == {"exemplar"}
+    assert all(a["points_sent"]["labels"] for a in amodal)
