@@ -183,13 +183,12 @@ def build_vlm(tiny: bool, device: str):
 
 
 def build_sam(variant: str, device: str):
-    """SamModels of EfficientSAM `variant` with seeded random weights on `device`."""
-    from pipeline.decoding.sam import SamModels
-    from pipeline.models.efficient_sam import build_seeded_efficient_sam
+    """The EfficientSAM `variant` segmenter with seeded random weights on `device`, through the
+    segmenter registry (`pipeline.segmenters`)."""
+    from pipeline.decoding.params import SamModelParams
+    from pipeline.segmenters import LoadRequest, load_segmenter
 
-    model = build_seeded_efficient_sam(variant).to(device).eval()
-    provenance = {"profile": "smoke", "variant": variant, "checkpoint": None, "amodal_decoder": None}
-    return SamModels(model, None, True, provenance)
+    return load_segmenter(LoadRequest("efficient_sam", profile="smoke", device=device, options=SamModelParams(variant)))
 
 
 # ---------------------------------------------------------------- measurements
@@ -319,7 +318,7 @@ def measure_reuse(rep: Report, vlm, layers: list[int], record, image, device: st
 
 
 def measure_decode(rep: Report, sams: dict, record, device: str, reps: int) -> None:
-    """EfficientSAM decode_image with 16 vs 1 instances on one image (encoder included)."""
+    """Segmenter decode_image with 16 vs 1 instances on one image (encoder included)."""
     import numpy as np
 
     from pipeline.decoding.prompts import ImagePrompts

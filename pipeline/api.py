@@ -49,7 +49,8 @@ import numpy as np
 from pipeline.attention.cache import CacheInfo, ImageAttention
 from pipeline.attention.params import ExtractParams, VlmModelParams
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
-from pipeline.decoding.params import DecodeParams, SamModelParams, sam_models_from_section
+from pipeline.decoding.params import DecodeParams, SamModelParams, sam_models_from_section, segmenter_from_section
+from pipeline.segmenters.params import SegmenterParams
 from pipeline.errors import VlmsamError
 from pipeline.params_file import DEFAULT_PARAMS, load_params, section
 from pipeline.params_schema import check_known_keys
@@ -97,7 +98,7 @@ class OccluderMask:
     name     the object's class name, or the VLM's name of a located occluder
     located  True when found by its own attention (named by the VLM, matching no object)
     mask     bool [H, W]: its decoded visible mask
-    score    EfficientSAM's predicted IoU of that mask
+    score    the segmenter's predicted IoU of that mask
     """
 
     index: int
@@ -111,14 +112,16 @@ class OccluderMask:
 class Prediction:
     """Everything the pipeline produced for one object; arrays in original-image pixels.
 
-    amodal_score / visible_score  EfficientSAM's predicted IoU (the amodal one is the visible
+    amodal_score / visible_score  the segmenter's predicted IoU (the amodal one is the visible
                     one for training-free completions, the amodal decoder's for 'decoder')
     layer_maps      {stored layer index: float32 [H, W]}: the object's attention per extracted
                     layer (views mixed as the sampler mixes them; NaN where no token covers)
     aggregated_map  float32 [H, W]: the layers combined with sample.layers / layer_weights and
                     smoothed, i.e. the sampler's map, painted over the whole image
-    points, labels  the point prompts the decoder got: float32 [N, 2] (x, y), int8 [N] 1/0
+    points, labels  the sampler's point prompts: float32 [N, 2] (x, y), int8 [N] 1/0
                     (empty in prompt_mode 'box', where the decoder gets the box only)
+    points_sent     what the segmenter got under decode.negatives: {'points', 'labels', 'box'}
+                    (under 'auto' EfficientSAM gets no label 0)
     point_sources   per point: 'peak', 'occluder', 'background', 'kmeans' or 'fallback'
     fallback        '' or why the sampler fell back to the box centre
     completion      the amodal completion variant (decode.completion)
@@ -155,6 +158,7 @@ class Prediction:
     occluder_masks: list[OccluderMask]
     prompt_mode: str
     smoke: bool
+    points_sent: dict | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -282,6 +286,7 @@ class PredictSettings:
     extract: ExtractParams
     sample: SampleParams
     decode: DecodeParams
+    segmenter: SegmenterParams = SegmenterParams()
 
     @classmethod
     def from_params(cls, params: dict, source: str = "params") -> "PredictSettings":
@@ -292,6 +297,7 @@ class PredictSettings:
         try:
             vlm = VlmModelParams.from_models_section(models)
             profile, sam = sam_models_from_section(models)
+            segmenter = segmenter_from_section(models)
             extract = ExtractParams.from_dict(section(params, "extract", source))
             sample = SampleParams.from_dict(section(params, "sample", source), shared_mode)
             decode = DecodeParams.from_dict(section(params, "decode", source), shared_mode)
@@ -307,7 +313,7 @@ class PredictSettings:
                 f"{source}: decode.occluders is 'gt', but single-image prediction has no annotated "
                 "occluders; use 'vlm' or 'overlap'"
             )
-        return cls(source, vlm, profile, sam, extract, sample, decode)
+        return cls(source, vlm, profile, sam, extract, sample, decode, segmenter)
 
 
 def resolve_params(params: str | os.PathLike | dict = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> tuple[dict, str]:
@@ -343,9 +349,9 @@ class VLMSAM:
                 f"{settings.source}: decode.completion 'exemplar' draws its shapes from the unoccluded "
                 "instances of a whole split; run the decode stage, or choose another completion here")
         self.settings = settings
-        # EfficientSAM first: seconds to load, so a missing checkpoint fails before the VLM loads
+        # the segmenter first: a missing checkpoint fails before the VLM loads
         self.sam = load_sam_models(settings.profile, settings.sam, settings.decode.completion == DECODER,
-                                   settings.decode.device)
+                                   settings.decode.device, settings.segmenter)
         self.vlm = load_vlm(settings.vlm)
         n_layers = self.vlm.model.config.get_text_config().num_hidden_layers
         try:
@@ -355,8 +361,8 @@ class VLMSAM:
         enable_capture(self.vlm.model)
         self.smoke = bool(self.vlm.smoke or self.sam.smoke)
         if self.smoke:
-            log.warning("SMOKE run: random weights (VLM smoke: %s, EfficientSAM smoke: %s); predictions "
-                        "are not results", self.vlm.smoke, self.sam.smoke)
+            log.warning("SMOKE run: random weights (VLM smoke: %s, %s smoke: %s); predictions "
+                        "are not results", self.vlm.smoke, self.sam.family, self.sam.smoke)
 
     @classmethod
     def from_params(cls, params: str | os.PathLike | dict = DEFAULT_PARAMS, **overrides) -> "VLMSAM":
@@ -463,6 +469,7 @@ class VLMSAM:
                                              float(decoded[i]["score"])) for i in amo["occluder_ids"]],
                 prompt_mode=decode.prompt_mode,
                 smoke=bool(vis["smoke"] or amo["smoke"]),
+                points_sent=vis["points_sent"],
             ))
         return results
 

@@ -35,8 +35,9 @@ def model_classes() -> dict:
     """{key of the `models` section: the dataclass of that model's mapping}."""
     from pipeline.attention.params import VlmModelParams
     from pipeline.decoding.params import SAM_SECTION, SamModelParams
+    from pipeline.segmenters.params import SECTION as SEGMENTER_SECTION, SegmenterParams
 
-    return {"vlm": VlmModelParams, SAM_SECTION: SamModelParams}
+    return {"vlm": VlmModelParams, SEGMENTER_SECTION: SegmenterParams, SAM_SECTION: SamModelParams}
 
 
 def _field_names(cls) -> list[str]:

@@ -42,6 +42,7 @@ def default_params() -> dict:
     from pipeline.gallery.params import GalleryParams
     from pipeline.sampling.params import SampleParams
     from pipeline.scaling.params import LaunchParams
+    from pipeline.segmenters.params import SegmenterParams
 
     vlm = asdict(VlmModelParams())
     profile = vlm.pop("profile")
@@ -51,7 +52,8 @@ def default_params() -> dict:
     decode.pop("prompt_mode")
     return {
         "dataset": asdict(DatasetParams()),
-        "models": {"profile": profile, "vlm": vlm, "efficient_sam": SamModelParams().to_dict()},
+        "models": {"profile": profile, "vlm": vlm, "segmenter": SegmenterParams().to_dict(),
+                   "efficient_sam": SamModelParams().to_dict()},
         "prompt_mode": prompt_mode,
         "extract": asdict(ExtractParams()),
         "sample": sample,

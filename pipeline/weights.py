@@ -37,7 +37,7 @@ EFFICIENT_SAM_DOWNLOADS = {
 }
 SAM_PARAM = "models.efficient_sam.checkpoint"
 AMODAL_PARAM = "models.efficient_sam.amodal_decoder"
-EFFICIENT_SAM, AMODAL_DECODER, VLM = "efficient_sam", "amodal_decoder", "vlm"  # kinds of checkpoint
+EFFICIENT_SAM, AMODAL_DECODER, VLM, SEGMENTER = "efficient_sam", "amodal_decoder", "vlm", "segmenter"  # kinds of checkpoint
 VLM_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
@@ -181,6 +181,8 @@ def weights_status(
     vlm_revision: str | None = None,
     hf_cache_dir: str | os.PathLike | None = None,
     other_vlm_ids: Sequence[str] | None = None,
+    segmenter_family: str = "efficient_sam",
+    segmenter_id: str | None = None,
 ) -> list[WeightStatus]:
     """Every checkpoint the pipeline may use, the configured ones marked `needed`.
 
@@ -198,7 +200,8 @@ def weights_status(
         explicit = sam_checkpoint if variant == sam_variant else None
         found, candidates, hint = _search(variant, explicit)
         looked = f"{SAM_PARAM} = {explicit}" if explicit is not None else ", ".join(str(d) for d in efficient_sam_search_dirs())
-        rows.append(WeightStatus(f"EfficientSAM {variant}", variant == sam_variant, found is not None, found, looked,
+        rows.append(WeightStatus(f"EfficientSAM {variant}", variant == sam_variant and segmenter_family == EFFICIENT_SAM,
+                                 found is not None, found, looked,
                                  efficient_sam_source(variant), "" if found else hint, EFFICIENT_SAM, variant))
     if amodal_decoder is None:
         rows.append(WeightStatus("amodal mask decoder (optional)", False, False, None, f"{AMODAL_PARAM} (not set)",
@@ -216,6 +219,7 @@ def weights_status(
 
         hf_cache_dir = constants.HF_HUB_CACHE
     cache_label = f"Hugging Face hub cache {hf_cache_dir}"
+    rows += _segmenter_rows(segmenter_family, segmenter_id, hf_cache_dir, download_flags, cache_label)
     for model_id in dict.fromkeys([vlm_id, *others]):
         revision = vlm_revision if model_id == vlm_id else None
         folder, note = vlm_weights_dir(model_id, revision, hf_cache_dir)
@@ -226,15 +230,36 @@ def weights_status(
     return rows
 
 
+def _segmenter_rows(family: str, model_id: str | None, hf_cache_dir, download_flags: str, cache_label: str) -> list[WeightStatus]:
+    """Rows of the transformers segmenter families (`Segmenter.weight_rows`), the configured one needed."""
+    from pipeline.segmenters import family_names, get_family
+
+    rows = []
+    for name in family_names():
+        cls = get_family(name)
+        configured = name == family
+        for row in cls.weight_rows((model_id or getattr(cls, "default_id", None)) if configured else None):
+            folder, note = vlm_weights_dir(row["id"], None, hf_cache_dir)
+            is_local = Path(row["id"]).expanduser().is_dir()
+            get_it = "local folder" if is_local else f"hf download {row['id']}{download_flags} ({row['where']})"
+            rows.append(WeightStatus(f"segmenter {name} {row['id']}", configured, folder is not None, folder,
+                                     str(Path(row["id"]).expanduser()) if is_local else cache_label, get_it, note, SEGMENTER))
+    return rows
+
+
 def weights_status_for_models(models: dict | None) -> list[WeightStatus]:
     """`weights_status` for params.yaml's `models` section (`efficient_sam` and `vlm` sub-mappings)."""
     from pipeline.attention.params import VlmModelParams
     from pipeline.decoding.params import SAM_SECTION, SamModelParams
 
     models = dict(models or {})
+    from pipeline.decoding.params import segmenter_from_section
+
     sam = SamModelParams.from_dict(models.get(SAM_SECTION))
     vlm = VlmModelParams.from_models_section(models)
-    return weights_status(sam.variant, sam.checkpoint, sam.amodal_decoder, vlm.id, vlm.revision, vlm.cache_dir)
+    segmenter = segmenter_from_section(models)
+    return weights_status(sam.variant, sam.checkpoint, sam.amodal_decoder, vlm.id, vlm.revision, vlm.cache_dir,
+                          segmenter_family=segmenter.family, segmenter_id=segmenter.id)
 
 
 def weights_command(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.weights import AMODAL_DECODER, EFFICIENT_SAM, VLM, WeightStatus, vlm_weight_files
+from pipeline.weights import AMODAL_DECODER, EFFICIENT_SAM, SEGMENTER, VLM, WeightStatus, vlm_weight_files
 
 
 def load_problem(row: WeightStatus) -> str:
@@ -23,7 +23,7 @@ def load_problem(row: WeightStatus) -> str:
             from pipeline.models.efficient_sam import load_mask_decoder
 
             load_mask_decoder(row.path)
-        elif row.kind == VLM:
+        elif row.kind in (VLM, SEGMENTER):  # transformers folders: config parses, weight files open
             check_vlm_folder(Path(row.path))
         else:
             raise ValueError(f"{row.name}: unknown checkpoint kind {row.kind!r}")

@@ -274,16 +274,18 @@ def oracle_decoder(monkeypatch):
     nothing in particular): query 0 (the box) gets its visible mask, query 1 the bar. Every
     call's number of queries is recorded."""
     from pipeline.decoding import run as decode_run
+    from pipeline.decoding.routing import route
     from pipeline.decoding.sam import DecodedMasks
 
     _, _, visible, bar = bar_scene()
     calls = []
 
-    def decode_image(models, image, prompts, max_queries_per_call=None):
+    def decode_image(models, image, prompts, max_queries_per_call=None, negatives="auto"):
         q = prompts.points.shape[0]
         calls.append(q)
         masks = np.stack([visible, bar][:q])
-        return DecodedMasks(masks, np.full(q, 0.9, np.float32), None, None)
+        sent = route(prompts, negatives, models.trained_on_negatives).sent
+        return DecodedMasks(masks, np.full(q, 0.9, np.float32), None, None, sent)
 
     monkeypatch.setattr(decode_run, "decode_image", decode_image)
     return calls
@@ -353,3 +355,22 @@ def test_located_occluder_maps_come_from_its_own_prompt(model, monkeypatch):
     assert pred.occluder_masks[0].mask.shape == rgb.shape[:2]
     assert not (pred.visible_mask & ~pred.amodal_mask).any()
     assert pred.amodal_source in ("completion", "visible: no occluder found")
+
+
+def test_any_segmenter_family_through_the_api(scene):
+    """SAM in place of EfficientSAM: negatives reach it under decode.negatives auto, and the
+    prediction records what was sent; EfficientSAM's predictions (module model) carry no label 0."""
+    rgb, objects = scene
+    sam = VLMSAM.from_params(apply_overrides(smoke_params(), {"models.segmenter.family": "sam"}))
+    assert sam.sam.family == "sam" and sam.settings.segmenter.family == "sam"
+    preds = sam.predict_objects(rgb, objects[:2])
+    for pred in preds:
+        assert pred.visible_mask.shape == rgb.shape[:2] and np.isfinite(pred.visible_score)
+        assert pred.points_sent["labels"] == pred.labels.tolist()
+
+
+def test_efficient_sam_predictions_get_no_negatives(model, scene):
+    rgb, objects = scene
+    for pred in model.predict_objects(rgb, objects[:2]):
+        assert 0 not in pred.points_sent["labels"]
+        assert pred.points_sent["labels"] == [v for v in pred.labels.tolist() if v == 1]

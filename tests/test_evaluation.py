@@ -491,9 +491,12 @@ def test_counts_tally_the_per_instance_fields(tmp_path):
                 for a, v in zip(amodal, visible))  # also the unoccluded instances
     assert 2 <= equal < n
     skip = Skip("extract", IMAGE_UNREADABLE, "17.jpg", 17, None, 2, "17.jpg: truncated")
+    visible[0]["points_sent"] = {"points": [[1, 1], [2, 2], [3, 3]], "labels": [1, 0, 1], "box": [0, 0, 5, 5]}
+    visible[1]["points_sent"] = {"points": [[1, 1]], "labels": [1], "box": None}
     m = run(tmp_path, ds, amodal, visible, skips=[skip])
     c = m["counts"]
     assert c["images"] == 3 and c["instances"] == n and c["skipped_images"] == 1
+    assert c["points_sent"] == {"positive": 3, "negative": 1, "box": 1}
     assert c["fallbacks"] == {"total": 3, "empty": 1, "flat": 2}
     assert c["occluder_sources"] == {"not used": 1, "overlap": n - 6, "overlap_parse_failed": 2,
                                      "vlm": 2, "vlm_none": 1}
@@ -506,6 +509,7 @@ def test_counts_tally_the_per_instance_fields(tmp_path):
     header = report.split("## Mask AP")[0]
     assert "## Protocol" in header and "## Run" in header and "## Counts" in header
     assert '"overlap_parse_failed": 2' in header and "Not comparable to published" in header
+    assert "- points_sent: `{\"positive\": 3, \"negative\": 1, \"box\": 1}`" in header
 
 
 def test_modal_given_withholds_amodal_ap_and_reports_miou(tmp_path):

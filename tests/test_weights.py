@@ -117,7 +117,13 @@ def test_status_lists_everything_and_finds_cached_vlms(places):
     _touch(places["project"] / "efficient_sam_vitt.pt")
 
     rows = _by_name(weights_status(hf_cache_dir=hub))
-    assert set(rows) == {"EfficientSAM vitt", "EfficientSAM vits", "amodal mask decoder (optional)", f"VLM {LLAVA_NEXT}",
+    segmenters = {n for n in rows if n.startswith("segmenter ")}
+    assert "segmenter sam facebook/sam-vit-huge" in segmenters and "segmenter sam_hq syscv-community/sam-hq-vit-base" in segmenters
+    assert not any(rows[n].needed or rows[n].present for n in segmenters)
+    sam_rows = _by_name(weights_status(hf_cache_dir=hub, segmenter_family="sam"))
+    assert sam_rows["segmenter sam facebook/sam-vit-huge"].needed and not sam_rows["EfficientSAM vitt"].needed
+    assert "hf download facebook/sam-vit-huge" in sam_rows["segmenter sam facebook/sam-vit-huge"].get_it
+    assert set(rows) - segmenters == {"EfficientSAM vitt", "EfficientSAM vits", "amodal mask decoder (optional)", f"VLM {LLAVA_NEXT}",
                          f"VLM {LLAVA_15}", "VLM llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
                          "VLM Qwen/Qwen2.5-VL-3B-Instruct", "VLM Qwen/Qwen2.5-VL-7B-Instruct",
                          "VLM Qwen/Qwen2-VL-7B-Instruct"}

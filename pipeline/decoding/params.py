@@ -6,6 +6,9 @@ params.yaml layout read by the decode stage::
     models:
       profile: auto | real | smoke   # smoke: seeded random EfficientSAM weights, outputs marked smoke;
                                      # auto: resolved by pipeline.profiles.resolve_profile
+      segmenter:                     # SegmenterParams (pipeline/segmenters/params.py)
+        family: efficient_sam        # efficient_sam | sam | sam_hq | sam2
+        id: null                     # hub id or checkpoint folder
       efficient_sam:                 # SamModelParams
         variant: vitt                # vitt | vits
         checkpoint: null             # explicit checkpoint path (else the search order of
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from pipeline.decoding.completion import COMPLETIONS, DECODER, EXEMPLAR, TRAINING_FREE
 from pipeline.decoding.occluders import OCCLUDER_RULES
+from pipeline.decoding.routing import NEGATIVES
 from pipeline.params_file import reject_unknown, with_shared
 from pipeline.prompt_limits import PROMPT_MODES, uses_box
 
@@ -64,6 +68,8 @@ class DecodeParams:
                           amodal entries say `modal_given: true` and get score 1.0
     max_queries_per_call  None: all instances of an image in ONE decoder call (queries =
                           instances); an int caps the queries per call to bound memory
+    negatives             which sampled negatives reach the segmenter (`routing.py`): 'auto' (only
+                          families trained on them: none to EfficientSAM) | 'always' | 'never'
     device                torch device for EfficientSAM: 'auto' (CUDA when available, else
                           CPU; the VLM's `models.vlm.device` resolves the same way, so both
                           models share the GPU) | 'cpu' | 'cuda' | 'cuda:N'
@@ -97,8 +103,11 @@ class DecodeParams:
     exemplar_scale: bool = False
     exemplar_size_tolerance: float = 0.08
     exemplar_bank_size: int = 8
+    negatives: str = "auto"
 
     def __post_init__(self):
+        if self.negatives not in NEGATIVES:
+            raise ValueError(f"decode.negatives {self.negatives!r}: expected one of {NEGATIVES}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ValueError(f"decode.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.prompt_mode not in PROMPT_MODES:
@@ -180,6 +189,13 @@ class SamModelParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def segmenter_from_section(models: dict | None):
+    """`SegmenterParams` of params.yaml's `models.segmenter` (absent: EfficientSAM)."""
+    from pipeline.segmenters.params import SECTION, SegmenterParams
+
+    return SegmenterParams.from_dict(dict(models or {}).get(SECTION))
 
 
 def sam_models_from_section(models: dict | None) -> tuple[str, SamModelParams]:

@@ -42,6 +42,7 @@ from pipeline.decoding.params import (
 )
 from pipeline.decoding.parts import PartStore
 from pipeline.decoding.prompts import PointIndex, PromptError, image_prompts
+from pipeline.segmenters.params import SegmenterParams
 from pipeline.decoding.sam import DecodedMasks, SamModels, decode_image, load_image, load_sam_models
 from pipeline.sampling.points_schema import read_points
 from pipeline.scaling.merge import merge_when_complete
@@ -137,12 +138,13 @@ def decode_one_image(
         return [], []
     prompts = image_prompts(image.id, image.instances, params.prompt_mode, inputs.points)
     tensor = load_image(image.path, image.width, image.height, image.id) if pixels is None else pixels
-    decoded: DecodedMasks = decode_image(models, tensor, prompts, params.max_queries_per_call)
+    decoded: DecodedMasks = decode_image(models, tensor, prompts, params.max_queries_per_call, params.negatives)
     smoke = bool(inputs.smoke or models.smoke)
     common = {"prompt_mode": params.prompt_mode, "smoke": smoke}
 
     visible_entries = [
-        _entry(image, inst, decoded.visible[q], decoded.visible_iou[q], fallback=prompts.fallbacks[q], **common)
+        _entry(image, inst, decoded.visible[q], decoded.visible_iou[q], fallback=prompts.fallbacks[q],
+               points_sent=decoded.sent[q], **common)
         for q, inst in enumerate(image.instances)
     ]
 
@@ -187,6 +189,7 @@ def decode_one_image(
                 occluder_source=source,
                 occluder_ids=[int(i) for i in used],
                 amodal_source=amodal_source(params.first_pass_completion, used),
+                points_sent=decoded.sent[q],
                 **common,
             )
         )
@@ -216,6 +219,7 @@ def run_decode(
     visible_path: str | os.PathLike = DEFAULT_VISIBLE,
     amodal_path: str | os.PathLike = DEFAULT_AMODAL,
     models: SamModels | None = None,
+    segmenter: SegmenterParams | None = None,
     upstream_skips: list[Skip] | None = None,
     on_error: str = "stop",
     max_skipped_fraction: float = 1.0,
@@ -235,11 +239,11 @@ def run_decode(
     dataset = without_skipped_images(dataset, skips)
     inputs = _read_inputs(dataset, params, Path(points_path), Path(cache_path))
     if models is None:
-        models = load_sam_models(profile, sam_params, params.completion == DECODER, params.device)
+        models = load_sam_models(profile, sam_params, params.completion == DECODER, params.device, segmenter)
     smoke = bool(inputs.smoke or models.smoke)
     if smoke:
-        log.warning("SMOKE run: random weights in the chain (EfficientSAM: %s, inputs: %s); outputs say smoke: true",
-                    models.smoke, inputs.smoke)
+        log.warning("SMOKE run: random weights in the chain (%s: %s, inputs: %s); outputs say smoke: true",
+                    models.family, models.smoke, inputs.smoke)
     store = PartStore(visible_path, amodal_path, run_hash(dataset, params, models, inputs))
     done = store.done_image_ids()
     mine = shard_image_ids(dataset.images, shard)

@@ -1,106 +1,63 @@
-"""EfficientSAM for the decode stage: load the models of a profile, decode one image.
+"""The segmenter for the decode stage: load the one a run names, decode one image through the
+segmenter interface (`pipeline.segmenters`).
 
-Per image: ONE image embedding; the prompts of all its instances are encoded once and go
-through the visible (official) mask decoder in one batched call (queries = instances), and,
-with `completion='decoder'`, through the amodal decoder on the same embedding and prompt
-tokens. Of the 3 multimask outputs the one with the highest predicted IoU is kept, upsampled
-to the original image size (the model's own `OUTPUT_UPSAMPLE_MODE`) and thresholded at the
-model's `mask_threshold` (logit > 0).
+Per image: ONE image embedding; the prompts of all its instances go through the mask decoder in
+batched calls (queries = instances, chunks of `decode.max_queries_per_call`), and, with
+`completion='decoder'` (EfficientSAM only), through the amodal decoder on the same embedding.
+Per query the multimask output with the highest predicted IoU is kept, brought to the original
+size by the family's own post-processing and thresholded at its `mask_threshold`.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.datasets.skips import read_image_checked
 from pipeline.decoding.params import SamModelParams
 from pipeline.decoding.prompts import ImagePrompts
-from pipeline.prompt_limits import MAX_DECODER_POINTS
-from pipeline.models.efficient_sam import (
-    OUTPUT_UPSAMPLE_MODE,
-    EfficientSam,
-    MaskDecoder,
-    build_seeded_efficient_sam,
-    load_efficient_sam,
-    load_mask_decoder,
-)
+from pipeline.decoding.routing import route
+from pipeline.segmenters import LoadRequest, PromptQueries, Segmenter, load_segmenter
+from pipeline.segmenters.efficient_sam import EfficientSamSegmenter, image_tensor
+from pipeline.segmenters.params import SegmenterParams
 
-log = logging.getLogger(__name__)
+# EfficientSAM behind the interface; its constructor is (model, amodal_decoder, smoke, provenance)
+SamModels = EfficientSamSegmenter
 
 
-@dataclass
-class SamModels:
-    """The loaded EfficientSAM (and optional amodal decoder) with their provenance."""
+def load_sam_models(profile: str, params: SamModelParams, use_amodal_decoder: bool, device: str = "cpu",
+                    segmenter: SegmenterParams | None = None, allow_download: bool = False) -> Segmenter:
+    """The segmenter of `segmenter` (default EfficientSAM) for `profile` ('smoke' -> seeded random
+    weights; 'real' -> its checkpoint, a missing one is an error, never random weights).
 
-    model: EfficientSam
-    amodal_decoder: MaskDecoder | None
-    smoke: bool
-    provenance: dict  # profile, variant, checkpoint, amodal_decoder (paths as str or None)
-
-
-def load_sam_models(profile: str, params: SamModelParams, use_amodal_decoder: bool, device: str = "cpu") -> SamModels:
-    """EfficientSAM for `profile`: 'smoke' -> seeded random weights; 'real' -> the checkpoint found
-    by `pipeline.weights.resolve_efficient_sam` (a missing one is an error, never random weights).
-
-    `device`: 'auto' = CUDA when available (`pipeline.attention.vlm.resolve_device`).
-    With `use_amodal_decoder` the amodal decoder comes from `params.amodal_decoder`; required in
-    the real profile, a copy of the seeded visible decoder in the smoke profile when not given.
+    `params` are EfficientSAM's own settings (models.efficient_sam). `device`: 'auto' = CUDA when
+    available. `use_amodal_decoder` (decode.completion: decoder) is EfficientSAM's only: another
+    family gets a one-line error.
     """
-    from pipeline.attention.vlm import resolve_device
+    segmenter = segmenter or SegmenterParams()
+    if use_amodal_decoder and segmenter.family != EfficientSamSegmenter.family:
+        from pipeline.errors import ParamsError
 
-    device = resolve_device(device)
-    if profile == "smoke":
-        model = build_seeded_efficient_sam(params.variant)
-        checkpoint = None
-        log.warning("SMOKE run: EfficientSAM %s has seeded random weights; outputs are marked smoke", params.variant)
-    elif profile == "real":
-        from pipeline.weights import resolve_efficient_sam
-
-        checkpoint = resolve_efficient_sam(params.variant, params.checkpoint)
-        model = load_efficient_sam(params.variant, checkpoint)
-    else:
-        raise ValueError(f"models.profile {profile!r}: expected 'smoke' or 'real'")
-    amodal, amodal_path = None, None
-    if use_amodal_decoder:
-        if params.amodal_decoder is not None:
-            amodal_path = Path(params.amodal_decoder)
-            if not amodal_path.exists():
-                raise FileNotFoundError(f"{amodal_path}: amodal decoder weights not found (models.efficient_sam.amodal_decoder)")
-            amodal = load_mask_decoder(amodal_path)
-        elif profile == "smoke":
-            amodal = copy.deepcopy(model.mask_decoder)
-        else:
-            raise ValueError(
-                "decode.completion='decoder' needs amodal decoder weights: set models.efficient_sam.amodal_decoder "
-                "to a mask-decoder state dict, or choose a training-free completion"
-            )
-        amodal = amodal.to(device).eval()
-    provenance = {
-        "profile": profile,
-        "variant": params.variant,
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "amodal_decoder": None if amodal_path is None else str(amodal_path),
-    }
-    return SamModels(model.to(device).eval(), amodal, profile == "smoke", provenance)
+        raise ParamsError(f"decode.completion 'decoder' is EfficientSAM's amodal decoder; models.segmenter.family is "
+                          f"{segmenter.family!r}: choose a training-free completion or exemplar")
+    return load_segmenter(LoadRequest(segmenter.family, segmenter.id, profile, device, allow_download,
+                                      use_amodal_decoder, params))
 
 
-def load_image(path: str | os.PathLike, width: int, height: int, image_id: int) -> torch.Tensor:
-    """An RGB image file as float [1, 3, H, W] in [0, 1]; ImageSkipError (a DatasetError) naming
-    the file and image id when it cannot be read or is not the annotated size."""
-    return image_tensor(read_image_checked(path, width, height, image_id))
+def load_image(path: str | os.PathLike, width: int, height: int, image_id: int) -> np.ndarray:
+    """An RGB image file as uint8 [H, W, 3]; ImageSkipError (a DatasetError) naming the file and
+    image id when it cannot be read or is not the annotated size."""
+    return read_image_checked(path, width, height, image_id)
 
 
-def image_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """RGB uint8 [H, W, 3] pixels as EfficientSAM's input: float [1, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255.0)
+def rgb_pixels(image) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from that array or from a float [1, 3, H, W] tensor in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        return (image[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return np.ascontiguousarray(image)
 
 
 @dataclass
@@ -111,40 +68,26 @@ class DecodedMasks:
     visible_iou: np.ndarray  # float32 [Q]
     amodal: np.ndarray | None  # bool [Q, H, W] from the amodal decoder, or None
     amodal_iou: np.ndarray | None
+    sent: list[dict] | None = None  # per query: points, labels and box actually sent
+    object_score: np.ndarray | None = None  # float32 [Q] (SAM 2), else None
 
 
-def _best_masks(model: EfficientSam, logits: torch.Tensor, iou: torch.Tensor, height: int, width: int):
-    """logits [Q, 3, 256, 256], iou [Q, 3] -> (bool [Q, H, W], float [Q]) of the best-IoU output."""
-    best = iou.argmax(dim=1)
-    rows = torch.arange(len(best), device=best.device)
-    chosen = logits[rows, best][:, None]  # [Q, 1, 256, 256]
-    up = F.interpolate(chosen, (height, width), mode=OUTPUT_UPSAMPLE_MODE)[:, 0]
-    return (up > model.mask_threshold).cpu().numpy(), iou[rows, best].float().cpu().numpy()
+def decode_image(models: Segmenter, image, prompts: ImagePrompts | PromptQueries, max_queries_per_call: int | None = None,
+                 negatives: str = "auto") -> DecodedMasks:
+    """Visible (and, with an amodal decoder, amodal) masks of all prompted instances of one image.
+
+    `image`: uint8 RGB [H, W, 3] (or a float [1, 3, H, W] tensor in [0, 1]); `prompts`: the
+    sampler's `ImagePrompts`, routed under `negatives` (`routing.py`), or `PromptQueries` sent as given.
+    """
+    sent = None
+    if isinstance(prompts, ImagePrompts):
+        routed = route(prompts, negatives, models.trained_on_negatives)
+        prompts, sent = routed.queries, routed.sent
+    embedding = models.embed(rgb_pixels(image))
+    visible = models.decode(embedding, prompts, max_queries_per_call)
+    amodal = models.decode_amodal(embedding, prompts, max_queries_per_call) if models.has_amodal_decoder else None
+    return DecodedMasks(visible.masks, visible.iou, None if amodal is None else amodal.masks,
+                        None if amodal is None else amodal.iou, sent, visible.object_score)
 
 
-@torch.inference_mode()
-def decode_image(models: SamModels, image: torch.Tensor, prompts: ImagePrompts, max_queries_per_call: int | None = None) -> DecodedMasks:
-    """Visible (and, with an amodal decoder, amodal) masks of all prompted instances of one image."""
-    if prompts.points.shape[1] > MAX_DECODER_POINTS:  # image_prompts already refuses this
-        raise ValueError(f"{prompts.points.shape[1]} points per query; EfficientSAM reads {MAX_DECODER_POINTS}")
-    model = models.model
-    device = next(model.parameters()).device
-    _, _, height, width = image.shape
-    embedding = model.get_image_embeddings(image.to(device))
-    points = torch.from_numpy(prompts.points)[None].to(device)
-    labels = torch.from_numpy(prompts.labels)[None].to(device)
-    tokens = model.encode_prompts(points, labels, height, width)  # [1, Q, 6, 256], once
-    q = tokens.shape[1]
-    step = q if max_queries_per_call is None else max_queries_per_call
-    decoders = [None] + ([models.amodal_decoder] if models.amodal_decoder is not None else [])
-    results = []
-    for decoder in decoders:
-        masks, ious = [], []
-        for start in range(0, q, step):
-            logits, iou = model.decode(embedding, tokens[:, start : start + step], multimask_output=True, mask_decoder=decoder)
-            m, s = _best_masks(model, logits[0], iou[0], height, width)
-            masks.append(m)
-            ious.append(s)
-        results.append((np.concatenate(masks), np.concatenate(ious)))
-    amodal = results[1] if len(results) > 1 else (None, None)
-    return DecodedMasks(results[0][0], results[0][1], amodal[0], amodal[1])
+__all__ = ["DecodedMasks", "SamModels", "decode_image", "image_tensor", "load_image", "load_sam_models", "rgb_pixels"]

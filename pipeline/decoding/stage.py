@@ -22,6 +22,7 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS, num_shards: int |
         DEFAULT_VISIBLE,
         DecodeParams,
         sam_models_from_section,
+        segmenter_from_section,
     )
     from pipeline.decoding.run import run_decode
     from pipeline.profiles import with_resolved_profile
@@ -36,8 +37,9 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS, num_shards: int |
         models = with_resolved_profile(section(params, "models", params_path), dataset_params.annotations,
                                        str(params_path))
         profile, sam_params = sam_models_from_section(models)
+        segmenter = segmenter_from_section(models)
     dataset = load(dataset_params)
     return run_decode(dataset, decode_params, profile, sam_params,
-                      DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL,
+                      DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL, segmenter=segmenter,
                       upstream_skips=read_skips(DEFAULT_POINTS), on_error=dataset_params.on_error,
                       max_skipped_fraction=dataset_params.max_skipped_fraction, shard=shard)

@@ -14,6 +14,8 @@ counts    how the predictions were made, tallied from the per-instance fields of
             occluder_sources       {source: n} where each amodal mask's occluders came from
                                    (`occluder_source`; 'not used' when the completion takes
                                    none, 'not recorded' when the field is absent)
+            points_sent            {positive, negative, box} totals of what the segmenter
+                                   was sent (visible entries' `points_sent`)
             amodal_equals_visible  amodal masks identical to the visible mask they were
                                    completed from (the visible prediction; the ground-truth
                                    visible mask under modal-given)
@@ -29,6 +31,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 from pipeline.datasets.record import AmodalDataset
+from pipeline.decoding.routing import points_sent_counts
 from pipeline.evaluation.checked_predictions import CheckedPredictions
 from pipeline.masks import to_compressed
 
@@ -97,6 +100,7 @@ def counts_dict(dataset: AmodalDataset, amodal: CheckedPredictions, visible: Che
         "fallbacks": {"total": sum(fallbacks.values()), **fallbacks},
         "occluder_sources": sources,
         "amodal_equals_visible": amodal_equals_visible(dataset, amodal, visible),
+        "points_sent": points_sent_counts(visible.entries),
         "amodal_fields": {k: dict(sorted(c.items())) for k, c in sorted(fields.items())},
     }
 

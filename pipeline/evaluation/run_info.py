@@ -2,7 +2,7 @@
 
 The VLM part (id, revision, family, dtype, the resolved layers, sink removal, occlusion
 listing) is read from the attention cache the extract stage wrote: what actually ran, not
-what the parameter file says now. The EfficientSAM variant, the prompt mode and the
+what the parameter file says now. The segmenter (family, id), the EfficientSAM variant, the prompt mode and the
 completion settings come from the parameter file's `models`, `prompt_mode` and `decode`
 sections (the ones the decode stage read), `models.profile: auto` resolved as decode resolved it.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.decoding.params import DecodeParams, sam_models_from_section
+from pipeline.decoding.params import DecodeParams, sam_models_from_section, segmenter_from_section
 from pipeline.params_file import section
 
 
@@ -24,15 +24,17 @@ def describe_run(params: dict, cache: str | os.PathLike, source: str | os.PathLi
     annotations = (params.get("dataset") or {}).get("annotations")
     models = with_resolved_profile(section(params, "models", source), annotations, str(source))
     profile, sam = sam_models_from_section(models)
+    segmenter = segmenter_from_section(models)
     decode = DecodeParams.from_dict(section(params, "decode", source), params.get("prompt_mode"))
     info = read_info(cache)
     extract = info.params.get("extract", {})
     model = info.params.get("model", {})
     return {
-        "source": f"VLM and extract settings from {cache}; EfficientSAM and decode settings from {source}",
+        "source": f"VLM and extract settings from {cache}; segmenter and decode settings from {source}",
         "profile": profile,
         "vlm": {"id": info.model_id, "revision": info.model_revision,
                 "family": model.get("family"), "dtype": model.get("dtype")},
+        "segmenter": {"family": segmenter.family, "id": segmenter.id},
         "efficient_sam": {"variant": sam.variant, "checkpoint": sam.checkpoint,
                           "amodal_decoder": sam.amodal_decoder},
         "layers": [int(x) for x in info.layers],
@@ -41,6 +43,7 @@ def describe_run(params: dict, cache: str | os.PathLike, source: str | os.PathLi
         "head_aggregation": extract.get("head_aggregation"),
         "occlusion_listing": extract.get("occlusion_listing") if extract.get("ask_occlusion") else "not asked",
         "prompt_mode": decode.prompt_mode,
+        "negatives": decode.negatives,
         "completion": decode.completion,
         "occluder_rule": decode.occluders,
         "modal_given": decode.modal_given,

@@ -19,11 +19,12 @@ class CheckpointError(VlmsamError, ValueError):
     """A checkpoint file that is missing, unreadable, or does not fit the model; the message names the file."""
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, wrappers: tuple[str, ...] = ("model",)) -> dict[str, torch.Tensor]:
     """The state dict stored in `path`.
 
-    `.pt`/`.pth`: `torch.load(map_location="cpu", weights_only=True)`; either a bare state dict or the
-    official `{"model": state_dict}` wrapper. `.safetensors`: a flat tensor file.
+    `.pt`/`.pth`: `torch.load(map_location="cpu", weights_only=True)`; either a bare state dict or
+    one wrapped as `{key: state_dict}` for a key of `wrappers` (the official `{"model": ...}`).
+    `.safetensors`: a flat tensor file.
     """
     path = Path(path)
     if not path.is_file():
@@ -42,10 +43,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot be loaded with torch.load(weights_only=True) ({e})") from e
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    for key in wrappers:
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (or {{'model': state_dict}})")
+        wrapped = " or ".join(f"{{'{k}': state_dict}}" for k in wrappers)
+        raise CheckpointError(f"{path}: expected a state dict of tensors (or {wrapped})")
     return dict(obj)
 
 

@@ -99,13 +99,18 @@ def build_mask_decoder() -> MaskDecoder:
     return MaskDecoder().eval()
 
 
+DECODER_WRAPPERS = ("model", "decoder")  # {key: state_dict} layouts of a mask-decoder file
+
+
 def load_mask_decoder(path: str | os.PathLike) -> MaskDecoder:
     """A mask decoder with weights from `path` (.pt/.pth/.safetensors), strict.
 
     Keys are the decoder's own (`transformer.…`), or all carry the `mask_decoder.` prefix they have
-    inside a full EfficientSAM state dict. Anything else (e.g. a whole EfficientSAM checkpoint) is an error.
+    inside a full EfficientSAM state dict; the file may wrap them as `{"model": ...}` or
+    `{"decoder": ...}` (the layout SAMEO's research code saves). Anything else (e.g. a whole
+    EfficientSAM checkpoint) is an error.
     """
-    state_dict = read_state_dict(path)
+    state_dict = read_state_dict(path, DECODER_WRAPPERS)
     if state_dict and all(k.startswith(STATE_DICT_PREFIX) for k in state_dict):
         state_dict = {k[len(STATE_DICT_PREFIX):]: v for k, v in state_dict.items()}
     decoder = MaskDecoder()

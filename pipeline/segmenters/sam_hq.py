@@ -1,0 +1,49 @@
+"""SAM-HQ (transformers `SamHQModel`, syscv-community/sam-hq-vit-*) behind the segmenter interface.
+
+As SAM (`pipeline.segmenters.sam`: same preprocessing, point scaling and post-processing), plus the
+HQ branch: the mask decoder reads the ViT's global-attention block outputs
+(`intermediate_embeddings`), so they are kept in `ImageEmbedding.extras` beside the cached
+embedding; a decode without them fails instead of silently skipping the HQ branch. The forward's
+default `hq_token_only=False` is kept.
+"""
+
+from __future__ import annotations
+
+from pipeline.segmenters.sam import SMOKE_VISION, SamSegmenter
+from pipeline.segmenters.segmenter import ImageEmbedding
+
+INTERMEDIATE = "intermediate_embeddings"
+
+
+class SamHqSegmenter(SamSegmenter):
+    family = "sam_hq"
+    model_type = "sam_hq"
+    default_id = "syscv-community/sam-hq-vit-huge"
+    variants = ("syscv-community/sam-hq-vit-base", "syscv-community/sam-hq-vit-large", "syscv-community/sam-hq-vit-huge")
+
+    @staticmethod
+    def model_class():
+        from transformers import SamHQModel
+
+        return SamHQModel
+
+    @staticmethod
+    def smoke_config():
+        """A small SAM-HQ config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
+        from transformers import SamHQConfig, SamHQMaskDecoderConfig, SamHQVisionConfig
+
+        vision = SamHQVisionConfig(**SMOKE_VISION)
+        decoder = SamHQMaskDecoderConfig(vit_dim=vision.hidden_size)
+        return SamHQConfig(vision_config=vision.to_dict(), mask_decoder_config=decoder.to_dict())
+
+    def image_features(self, pixels):
+        embeddings, intermediate = self.model.get_image_embeddings(pixels)
+        return embeddings, {INTERMEDIATE: intermediate}
+
+    def decoder_inputs(self, embedding: ImageEmbedding) -> dict:
+        if not embedding.extras.get(INTERMEDIATE):
+            raise ValueError("SAM-HQ embedding without its intermediate_embeddings: the HQ branch would be skipped")
+        return {"image_embeddings": embedding.embeddings, INTERMEDIATE: embedding.extras[INTERMEDIATE]}
+
+
+FAMILY = SamHqSegmenter

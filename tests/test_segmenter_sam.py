@@ -1,0 +1,99 @@
+"""SAM and SAM-HQ behind the interface equal transformers' own processor + forward, one query at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.segmenters import LoadRequest, PromptQueries, SegmenterLoadError, load_segmenter
+
+FAMILIES = ["sam", "sam_hq"]
+
+
+def _processor(seg):
+    from transformers import SamHQProcessor, SamProcessor
+
+    return (SamHQProcessor if seg.family == "sam_hq" else SamProcessor)(image_processor=seg.image_processor)
+
+
+def _reference(seg, image, points, labels, box):
+    """transformers' SamProcessor + model forward on pixel_values for one query."""
+    kwargs = {}
+    if len(labels):
+        kwargs["input_points"] = [[points.tolist()]]
+        kwargs["input_labels"] = [[labels.tolist()]]
+    if box is not None:
+        kwargs["input_boxes"] = [[box.tolist()]]
+    inputs = _processor(seg)(images=image, return_tensors="pt", **kwargs)
+    inputs.pop("original_sizes")
+    inputs.pop("reshaped_input_sizes")
+    with torch.inference_mode():
+        out = seg.model(**inputs, multimask_output=True)
+    return out.pred_masks[0, 0], out.iou_scores[0, 0], inputs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("with_box", [False, True])
+def test_batched_equals_forward(family, with_box):
+    seg = load_segmenter(LoadRequest(family, profile="smoke"))
+    assert seg.trained_on_negatives and seg.smoke and seg.points_per_query(True) is None
+    rng = np.random.default_rng(1)
+    height, width = 45, 70
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    q = 4
+    points = np.stack([rng.uniform(0, width, (q, 3)), rng.uniform(0, height, (q, 3))], -1).astype(np.float32)
+    labels = np.array([[1, 0, 1], [1, 1, 0], [1, -1, -1], [0, 1, -1]], np.int64)
+    points[labels == -1] = -1
+    boxes = None
+    if with_box:
+        x0, y0 = rng.uniform(0, width / 2, q), rng.uniform(0, height / 2, q)
+        boxes = np.stack([x0, y0, x0 + 20, y0 + 15], 1).astype(np.float32)
+    queries = PromptQueries(points, labels, boxes)
+    emb = seg.embed(image)
+    raw = seg.decode_raw(emb, queries)
+    decoded = seg.decode(emb, queries, max_queries_per_call=3)
+    for i in range(q):
+        keep = labels[i] != -1
+        ref_logits, ref_iou, inputs = _reference(seg, image, points[i][keep], labels[i][keep], None if boxes is None else boxes[i])
+        if i == 0:  # preprocessing and point scaling equal the processor's
+            with torch.inference_mode():
+                ref_emb = seg.image_features(inputs["pixel_values"])[0]
+            torch.testing.assert_close(emb.embeddings, ref_emb, atol=1e-5, rtol=0)
+            torch.testing.assert_close(seg.scale(emb, points[i][keep]), inputs["input_points"][0, 0].float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(raw.low_res_logits[i], ref_logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(raw.iou[i], ref_iou, atol=1e-5, rtol=0)
+        best = int(ref_iou.argmax())
+        post = _processor(seg).post_process_masks([ref_logits[None]], [[height, width]], [list(emb.input_size)])[0]
+        np.testing.assert_array_equal(decoded.masks[i], post[0, best].numpy())
+        assert abs(decoded.iou[i] - float(ref_iou[best])) < 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checkpoint_folder_loads_and_bad_folders_fail(family, tmp_path):
+    seg = load_segmenter(LoadRequest(family, profile="smoke"))
+    folder = tmp_path / family
+    seg.model.save_pretrained(folder)
+    seg.image_processor.save_pretrained(folder)
+    real = load_segmenter(LoadRequest(family, str(folder), profile="real"))
+    assert not real.smoke and real.provenance["id"] == str(folder)
+    for a, b in zip(seg.model.state_dict().values(), real.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    other = "sam_hq" if family == "sam" else "sam"
+    with pytest.raises(SegmenterLoadError, match=f"model_type '{family}'"):
+        load_segmenter(LoadRequest(other, str(folder), profile="real"))
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(SegmenterLoadError, match="preprocessor_config.json: missing"):
+        load_segmenter(LoadRequest(family, str(folder), profile="real"))
+    with pytest.raises(SegmenterLoadError, match="not found"):
+        load_segmenter(LoadRequest(family, "nobody/no-such-sam", profile="real"))
+
+
+def test_sam_hq_refuses_an_embedding_without_intermediate_embeddings():
+    seg = load_segmenter(LoadRequest("sam_hq", profile="smoke"))
+    emb = seg.embed(np.zeros((20, 30, 3), np.uint8))
+    assert len(emb.extras["intermediate_embeddings"]) == 1
+    emb.extras.clear()
+    queries = PromptQueries(np.array([[[5.0, 5.0]]], np.float32), np.array([[1]], np.int64))
+    with pytest.raises(ValueError, match="intermediate_embeddings"):
+        seg.decode_raw(emb, queries)
