@@ -76,13 +76,17 @@ def test_smoke_model_real_classes_template_and_budget(family):
 
 
 def test_pixel_budget_parameters_are_checked():
-    assert VlmModelParams().min_pixels == DEFAULT_MIN_PIXELS == 1024 * 28 * 28
+    assert VlmModelParams().min_pixels is None  # the family's budget
+    assert DEFAULT_MIN_PIXELS == 1024 * 28 * 28
     with pytest.raises(ValueError, match="min_pixels must be an integer >= 784"):
-        VlmModelParams(min_pixels=100)
+        VlmModelParams(min_pixels=100, max_pixels=28 * 28 * 10)
+    with pytest.raises(ValueError, match="set together"):
+        VlmModelParams(min_pixels=28 * 28 * 100)
     with pytest.raises(ValueError, match="max_pixels .* must be >= models.vlm.min_pixels"):
         VlmModelParams(min_pixels=28 * 28 * 100, max_pixels=28 * 28 * 10)
     with pytest.raises(ValueError, match="Qwen families only"):
-        load_vlm(VlmModelParams(profile="smoke", family="llava", min_pixels=28 * 28 * 4, device="cpu"))
+        load_vlm(VlmModelParams(profile="smoke", family="llava", min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 8,
+                                device="cpu"))
 
 
 def test_smoke_processor_round_trip_keeps_budget_and_template(tmp_path):

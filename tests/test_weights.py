@@ -126,7 +126,8 @@ def test_status_lists_everything_and_finds_cached_vlms(places):
     assert set(rows) - segmenters == {"EfficientSAM vitt", "EfficientSAM vits", "amodal mask decoder (optional)", f"VLM {LLAVA_NEXT}",
                          f"VLM {LLAVA_15}", "VLM llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
                          "VLM Qwen/Qwen2.5-VL-3B-Instruct", "VLM Qwen/Qwen2.5-VL-7B-Instruct",
-                         "VLM Qwen/Qwen2-VL-7B-Instruct"}
+                         "VLM Qwen/Qwen2-VL-7B-Instruct",
+                         *(f"VLM Qwen/Qwen3-VL-{size}-Instruct" for size in ("2B", "4B", "8B", "32B", "30B-A3B"))}
     assert rows["EfficientSAM vitt"].present and rows["EfficientSAM vitt"].needed
     assert not rows["EfficientSAM vits"].present and not rows["EfficientSAM vits"].needed
     assert "efficient_sam_vits.pt.zip" in rows["EfficientSAM vits"].get_it

@@ -6,7 +6,7 @@ params.yaml layout read here::
       profile: auto | real | smoke   # smoke = tiny random-weight VLM, everything marked SMOKE; auto: pipeline/profiles.py
       vlm:                           # VlmModelParams (only this sub-mapping is read here)
         family: null                 # llava | llava_next | llava_onevision | qwen2_vl | qwen2_5_vl
-                                     # | null (= from config)
+                                     # | qwen3_vl | null (= from config)
         id: llava-hf/llava-v1.6-mistral-7b-hf
         ...
       ...                            # other keys of `models` belong to other stages
@@ -27,11 +27,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_pixel_budget
+from pipeline.attention import qwen3_vl
+from pipeline.attention.qwen_family import check_pixel_budget
 from pipeline.errors import ParamsError
 from pipeline.params_file import reject_unknown
 
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", qwen3_vl.FAMILY)
 PROFILES = ("smoke", "real")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 HEAD_AGGREGATIONS = ("mean", "lowest_entropy", "localization")
@@ -44,6 +45,7 @@ DEFAULT_MODEL_IDS = {
     "llava_onevision": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     "qwen2_vl": "Qwen/Qwen2-VL-7B-Instruct",
     "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct",
+    qwen3_vl.FAMILY: qwen3_vl.DEFAULT_CHECKPOINT,
 }
 
 DEFAULT_TEMPLATES = {
@@ -70,7 +72,7 @@ class VlmModelParams:
     profile    'real' loads `id` from the Hugging Face cache or a local folder; 'smoke' builds
                a tiny random-weight model of `family` (default 'real'); params.yaml's 'auto' is
                resolved to one of them before (`pipeline.profiles.resolve_profile`)
-    family     'llava' | 'llava_next' | 'llava_onevision' | 'qwen2_vl' | 'qwen2_5_vl'; None = read
+    family     'llava' | 'llava_next' | 'llava_onevision' | 'qwen2_vl' | 'qwen2_5_vl' | 'qwen3_vl'; None = read
                from the checkpoint's config.model_type (real) or from `id` when it is a known
                default id (smoke)
     id         Hugging Face repo id or local folder (default LLaVA-NeXT Mistral-7B)
@@ -83,10 +85,12 @@ class VlmModelParams:
                loading never touches the network and a missing model fails at once with the
                `vlmsam weights` hint; True: a model missing from the cache is downloaded from the hub
     min_pixels Qwen families: pixel budget of the image processor; `smart_resize` scales
-    max_pixels each image so that its area lies in [min_pixels, max_pixels] (one image token
-               per 28x28 px). Defaults 1024*28*28 and 1280*28*28: 1,024 to 1,280 image tokens
-               (grounding needs ~1,024; qwen_family.DEFAULT_MIN_PIXELS). The LLaVA families'
-               processors have fixed resolutions: for them both must keep the defaults.
+    max_pixels each image so that its area lies in [min_pixels, max_pixels]. None (default) =
+               the family's own budget, 1,024 to 1,280 image tokens for each (grounding needs
+               ~1,024): 1024*28*28 .. 1280*28*28 for Qwen2-VL / Qwen2.5-VL (28-px tokens,
+               qwen_family.DEFAULT_MIN_PIXELS), 1024*32*32 .. 1280*32*32 for Qwen3-VL (32-px
+               tokens, qwen3_vl.DEFAULT_MIN_PIXELS). The LLaVA families' processors have fixed
+               resolutions: for them both must stay None.
     """
 
     profile: str = "real"
@@ -98,13 +102,16 @@ class VlmModelParams:
     cache_dir: str | None = None
     seed: int = 0
     allow_download: bool = False
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow_download, bool):
             raise ValueError(f"models.vlm.allow_download must be true or false, got {self.allow_download!r}")
-        check_pixel_budget(self.min_pixels, self.max_pixels)
+        if (self.min_pixels is None) != (self.max_pixels is None):
+            raise ValueError("models.vlm.min_pixels and max_pixels are set together (both null = the family's budget)")
+        if self.min_pixels is not None:
+            check_pixel_budget(self.min_pixels, self.max_pixels)
         if self.profile not in PROFILES:
             raise ValueError(f"models.profile must be one of {PROFILES}, got {self.profile!r}")
         if self.family is not None and self.family not in FAMILIES:
@@ -328,10 +335,12 @@ def check_template(name: str, text: str) -> None:
 # - Qwen2-based models (LLaVA-OneVision's Qwen2 LM; Qwen2-VL/Qwen2.5-VL, 28 layers): DecAF reads the
 #   middle layer (~14 of 28 = 0.5), ViCrop layer 22 of 28 (0.79); cross-modal flow concentrates in the
 #   middle layers (Kaduri et al.), so the middle and the upper-middle layer are both kept.
+# - Qwen3-VL: the same depths, clear of its DeepStack layers (qwen3_vl.LAYER_DEPTHS).
 DEFAULT_LAYER_DEPTHS: dict[str, tuple[float, ...]] = {
     "llava": (0.31, 0.44),
     "llava_next": (0.31, 0.44),
     "llava_onevision": (0.5, 0.79),
+    qwen3_vl.FAMILY: qwen3_vl.LAYER_DEPTHS,
 }
 QWEN2_LAYER_DEPTHS = (0.5, 0.79)
 

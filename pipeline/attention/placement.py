@@ -20,6 +20,7 @@ Layouts (transformers 5.23, checked against its own feature packing in tests/tes
     qwen2_vl,        one view: the whole image resized by `smart_resize` within the pixel
     qwen2_5_vl       budget, one token per 2x2 group of 14-px patches, row-major
                      (`placement_qwen.py`).
+    qwen3_vl         the same with 16-px patches (32-px tokens; qwen3_vl_moe alike).
 
 `vision_feature_select_strategy`: "default" drops the first vision-tower output (the CLS of a
 CLIP tower; the first patch of a tower without CLS), "full" keeps it (a kept CLS is an
@@ -245,6 +246,8 @@ _PLACERS = {
     "llava_onevision": _place_anyres,
     "qwen2_vl": _place_qwen,
     "qwen2_5_vl": _place_qwen,
+    "qwen3_vl": _place_qwen,  # 32-px tokens, same raster (qwen3_vl.py)
+    "qwen3_vl_moe": _place_qwen,
 }
 """The one family dispatch: model_type of the model config -> layout builder."""
 

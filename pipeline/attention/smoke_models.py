@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pipeline.attention import qwen3_vl
 from pipeline.attention.qwen_family import QWEN_FAMILIES
 
 LLAVA_FAMILIES = ("llava", "llava_next", "llava_onevision")
-FAMILIES = LLAVA_FAMILIES + QWEN_FAMILIES
-"""Every smoke family; the Qwen2-VL / Qwen2.5-VL ones are built in `smoke_qwen`."""
+FAMILIES = LLAVA_FAMILIES + QWEN_FAMILIES + (qwen3_vl.FAMILY,)
+"""Every smoke family; the Qwen2-VL / Qwen2.5-VL ones are built in `smoke_qwen`, Qwen3-VL in `qwen3_vl`."""
 
 SMOKE_MODEL_IDS = {family: f"smoke/{family}" for family in FAMILIES}
 """Model ids naming the smoke VLMs (used as `models.vlm` in the smoke profile and in caches)."""
@@ -151,6 +152,8 @@ def build_smoke_tokenizer(family: str):
     from transformers import PreTrainedTokenizerFast
 
     _check_family(family)
+    if family == qwen3_vl.FAMILY:
+        return qwen3_vl.build_smoke_tokenizer()
     if family in QWEN_FAMILIES:
         from pipeline.attention.smoke_qwen import build_qwen_tokenizer
 
@@ -328,10 +331,13 @@ def build_smoke_vlm(family: str, seed: int = 0, attn_implementation: str = "sdpa
     import transformers as tf
 
     _check_family(family)
-    if family in QWEN_FAMILIES:
-        from pipeline.attention.smoke_qwen import build_smoke_qwen
+    if family in QWEN_FAMILIES or family == qwen3_vl.FAMILY:
+        if family == qwen3_vl.FAMILY:
+            model, processor = qwen3_vl.build_smoke(seed, attn_implementation, **qwen_pixels)
+        else:
+            from pipeline.attention.smoke_qwen import build_smoke_qwen
 
-        model, processor = build_smoke_qwen(family, seed, attn_implementation, **qwen_pixels)
+            model, processor = build_smoke_qwen(family, seed, attn_implementation, **qwen_pixels)
         model.config.name_or_path = SMOKE_MODEL_IDS[family]
         return model, processor
     if qwen_pixels:

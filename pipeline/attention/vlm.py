@@ -1,8 +1,9 @@
-"""Loading the VLM: a real LLaVA-family or Qwen2-VL / Qwen2.5-VL checkpoint (HF cache or local
+"""Loading the VLM: a real LLaVA-family, Qwen2-VL / Qwen2.5-VL or Qwen3-VL checkpoint (HF cache or local
 folder) or a smoke model.
 
 Real profile: the family comes from the checkpoint's `config.model_type` ('llava',
-'llava_next', 'llava_onevision', 'qwen2_vl', 'qwen2_5_vl'); the model class is the family's
+'llava_next', 'llava_onevision', 'qwen2_vl', 'qwen2_5_vl'; 'qwen3_vl' and 'qwen3_vl_moe' are the
+family qwen3_vl); the model class is the family's
 `*ForConditionalGeneration` in `dtype` (bf16 on CUDA), placed by transformers' `device_map`
 (weights load straight onto the device; needs `accelerate`), with SDPA attention (the capture switches only the language
 model to its own attention function later); the processor uses the PIL image-processor
@@ -30,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.attention import qwen3_vl
 from pipeline.attention.params import FAMILIES, VlmModelParams
 from pipeline.errors import VlmsamError
 
@@ -41,7 +43,9 @@ _MODEL_CLASSES = {
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    **qwen3_vl.MODEL_CLASSES,
 }
+_FAMILY_OF_MODEL_TYPE = {model_type: qwen3_vl.FAMILY for model_type in qwen3_vl.MODEL_CLASSES}
 _PROCESSOR_CLASSES = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}
 
 
@@ -207,14 +211,14 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
         if isinstance(e, ValueError):
             raise
         raise _not_available(params, e, access) from e
-    family = config.model_type
+    family = _FAMILY_OF_MODEL_TYPE.get(config.model_type, config.model_type)
     if family not in FAMILIES:
         raise ValueError(f"{params.id}: model_type {family!r} is not a supported VLM family {FAMILIES}")
     if params.family is not None and params.family != family:
         raise ValueError(f"{params.id}: models.vlm.family is {params.family!r} but the checkpoint is {family!r}")
     try:
         processor = _load_processor(params, family, hub_kwargs)
-        model_cls = getattr(tf, _MODEL_CLASSES[family])
+        model_cls = getattr(tf, _MODEL_CLASSES[config.model_type])
         model = model_cls.from_pretrained(
             params.id, config=config, dtype=dtype, attn_implementation="sdpa",
             device_map=device, **hub_kwargs,
@@ -231,12 +235,17 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
 
 
 def _pixel_budget(params: VlmModelParams, family: str) -> dict:
-    """min_pixels / max_pixels of a Qwen family; {} for LLaVA (an error unless left at the defaults)."""
+    """min_pixels / max_pixels of a Qwen family (None: the family's own budget); {} for LLaVA
+    (an error unless left unset)."""
     from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QWEN_FAMILIES
 
-    if family in QWEN_FAMILIES:
+    defaults = {qwen3_vl.FAMILY: (qwen3_vl.DEFAULT_MIN_PIXELS, qwen3_vl.DEFAULT_MAX_PIXELS),
+                **{f: (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS) for f in QWEN_FAMILIES}}
+    if family in defaults:
+        if params.min_pixels is None:
+            return dict(zip(("min_pixels", "max_pixels"), defaults[family]))
         return {"min_pixels": params.min_pixels, "max_pixels": params.max_pixels}
-    if (params.min_pixels, params.max_pixels) != (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS):
+    if params.min_pixels is not None:
         raise ValueError(f"models.vlm.min_pixels / max_pixels apply to the Qwen families only; {family} "
                          "has a fixed input resolution: remove them")
     return {}
@@ -247,6 +256,9 @@ def _load_processor(params: VlmModelParams, family: str, hub_kwargs: dict):
     from pipeline.attention.qwen_family import QWEN_FAMILIES, load_qwen_image_processor
 
     budget = _pixel_budget(params, family)
+    if family == qwen3_vl.FAMILY:
+        image_processor = qwen3_vl.load_image_processor(params.id, **budget, **hub_kwargs)
+        return qwen3_vl.processor_class().from_pretrained(params.id, image_processor=image_processor, **hub_kwargs)
     if family in QWEN_FAMILIES:
         image_processor = load_qwen_image_processor(params.id, **budget, **hub_kwargs)
         return _processor_class(family).from_pretrained(params.id, image_processor=image_processor, **hub_kwargs)
@@ -259,6 +271,8 @@ def _processor_class(family: str):
 
     if family in QWEN_FAMILIES:
         return qwen_processor_class(family)
+    if family == qwen3_vl.FAMILY:
+        return qwen3_vl.processor_class()
     if family == "llava_onevision":
         from pipeline.attention.smoke_models import onevision_image_only_processor_class
 
