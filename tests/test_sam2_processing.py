@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.errors import InputFileError, ParamsError
-from pipeline.segmenters.sam2_processing import Sam2Processing
+from pipeline.segmenters._sam2_processing import Sam2Processing
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "sam2_processor" / "golden.npz"

@@ -9,7 +9,7 @@ torch), from the repository root:
     /work/sam2-side-venv/bin/python tests/data/sam2_processor/make_golden.py
 
 What is stored is described in README.md beside this file; `tests/test_sam2_processing.py` compares
-`pipeline/segmenters/sam2_processing.py` with it.
+`pipeline/segmenters/_sam2_processing.py` with it.
 """
 
 from __future__ import annotations
