@@ -81,7 +81,7 @@ def test_vlmsam_command_prints_project_errors_as_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: {params}: models: unknown parameter(s) ['profil']; known: ['efficient_sam', 'profile', 'vlm']"]
+        f"error: {params}: models: unknown parameter(s) ['profil']; known: ['efficient_sam', 'profile', 'segmenter', 'vlm']"]
 
 
 def test_run_entry_one_line_exit_status_and_debug(capsys, monkeypatch):
