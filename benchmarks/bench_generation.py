@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_generation.py [--family llava_next] [--images 8] [--batch 8]
         [--max-new-tokens 32] [--reps 3] [--threads N]
 
-Model: the smoke VLM of `--family` (tiny random weights, `smoke_models.py`), capture enabled as
+Model: the smoke VLM of `--family` (tiny random weights, `pipeline.vlm_families`), capture enabled as
 in the extract stage. Input: the occlusion prompts of `--images` random-pixel images of
 different sizes (so the batch is left-padded and, for the anyres families, the patch counts
 differ). Variants: `generate_answers` on one prompt at a time, and on `--batch` prompts per call.
@@ -41,7 +41,7 @@ def main() -> None:
     from pipeline.attention.generation import generate_answers
     from pipeline.attention.params import DEFAULT_TEMPLATES
     from pipeline.attention.prompts import encode_prompt, occlusion_question
-    from pipeline.attention.smoke_models import build_smoke_vlm
+    from pipeline.vlm_families import build_smoke_vlm
 
     model, processor = build_smoke_vlm(args.family)
     enable_capture(model)

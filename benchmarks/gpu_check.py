@@ -161,7 +161,7 @@ def build_vlm(tiny: bool, device: str):
     from pipeline.attention.vlm import LoadedVlm
 
     if tiny:
-        from pipeline.attention.smoke_models import build_smoke_vlm
+        from pipeline.vlm_families import build_smoke_vlm
 
         model, processor = build_smoke_vlm("llava_next")
         model.to(device)

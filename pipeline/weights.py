@@ -187,12 +187,11 @@ def weights_status(
     """Every checkpoint the pipeline may use, the configured ones marked `needed`.
 
     Defaults: EfficientSAM vitt from the search folders, no amodal decoder, the default VLM
-    (LLaVA-NeXT Mistral-7B); `other_vlm_ids` (default: the other supported VLMs, the LLaVA,
-    Qwen2-VL / Qwen2.5-VL and Qwen3-VL checkpoints) are listed too.
+    (LLaVA-NeXT Mistral-7B); `other_vlm_ids` (default: every checkpoint of every registered
+    VLM family, `VlmFamily.checkpoints`) are listed too.
     """
     from pipeline.attention.params import DEFAULT_MODEL_IDS
-    from pipeline.attention.qwen_family import QWEN_CHECKPOINTS
-    from pipeline.attention.qwen3_vl import CHECKPOINTS as QWEN3_VL_CHECKPOINTS
+    from pipeline.vlm_families import DEFAULT_FAMILY, all_families
     from pipeline.models.efficient_sam import VARIANTS, get_variant
 
     get_variant(sam_variant)
@@ -212,8 +211,9 @@ def weights_status(
         rows.append(WeightStatus("amodal mask decoder", True, path.is_file(), path if path.is_file() else None,
                                  f"{AMODAL_PARAM} = {amodal_decoder}", "user-supplied mask-decoder state dict",
                                  kind=AMODAL_DECODER))
-    vlm_id = vlm_id or DEFAULT_MODEL_IDS["llava_next"]
-    others = [*DEFAULT_MODEL_IDS.values(), *QWEN_CHECKPOINTS, *QWEN3_VL_CHECKPOINTS] if other_vlm_ids is None else list(other_vlm_ids)
+    vlm_id = vlm_id or DEFAULT_MODEL_IDS[DEFAULT_FAMILY]
+    others = ([*DEFAULT_MODEL_IDS.values(), *(i for f in all_families() for i in f.checkpoints)]
+              if other_vlm_ids is None else list(other_vlm_ids))
     download_flags = f" --cache-dir {hf_cache_dir}" if hf_cache_dir is not None else ""
     if hf_cache_dir is None:
         from huggingface_hub import constants

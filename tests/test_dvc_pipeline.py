@@ -141,9 +141,9 @@ def test_launcher_is_not_a_stage_parameter(project):
         params_file.write_text(original)
 
 
-def test_qwen_experiment_beside_llava_in_comparison_report(project):
-    """A smoke Qwen2.5-VL run of the whole pipeline as a DVC experiment, compared with the
-    LLaVA baseline in one `vlmsam compare` report."""
+def _smoke_experiment(project, name: str, family: str, model_id: str):
+    """`dvc exp run` of the whole smoke pipeline with the VLM of `family` (after a baseline repro);
+    returns the attention cache's info."""
     from pipeline.attention.cache import read_info
 
     if not (project / "dvc.lock").exists():
@@ -151,13 +151,20 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
         _commit(project, "baseline smoke run")
     # prompt_mode=points: the workspace may hold an earlier box-prompt experiment, whose decoder
     # never reads the attention, so DVC would restore evaluate from its run cache
-    out = _run([str(BIN / "dvc"), "exp", "run", "-n", "qwen25", "-S", "models.vlm.family=qwen2_5_vl",
-                "-S", "models.vlm.id=Qwen/Qwen2.5-VL-7B-Instruct", "-S", "prompt_mode=points"], project)
+    out = _run([str(BIN / "dvc"), "exp", "run", "-n", name, "-S", f"models.vlm.family={family}",
+                "-S", f"models.vlm.id={model_id}", "-S", "prompt_mode=points"], project)
     assert _ran_stages(out) == ["extract", "sample", "decode", "evaluate", "gallery"]
     info = read_info(project / "cache" / "attention.h5")
-    assert info.smoke and info.model_id == "smoke/qwen2_5_vl"
+    assert info.smoke and info.model_id == f"smoke/{family}"
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["smoke"] is True and metrics["n_gt"] > 0
+    return info
+
+
+def test_qwen_experiment_beside_llava_in_comparison_report(project):
+    """A smoke Qwen2.5-VL run of the whole pipeline as a DVC experiment, compared with the
+    LLaVA baseline in one `vlmsam compare` report."""
+    _smoke_experiment(project, "qwen25", "qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct")
     _run([str(BIN / "vlmsam"), "compare", "--out", "compare_qwen.md"], project)
     rows = [line for line in (project / "compare_qwen.md").read_text().splitlines() if line.startswith("| ")]
     header = [c.strip() for c in rows[0].split("|")[1:-1]]
@@ -165,3 +172,9 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
     families = {line.split("|")[1].strip(): line.split("|")[1 + family].strip() for line in rows[1:]}
     assert families["qwen25"] == "qwen2_5_vl"
     assert any(name != "qwen25" and value != "qwen2_5_vl" for name, value in families.items())
+
+
+def test_qwen3_vl_smoke_experiment(project):
+    """`models.vlm.family: qwen3_vl` runs the whole smoke pipeline under DVC."""
+    info = _smoke_experiment(project, "qwen3", "qwen3_vl", "Qwen/Qwen3-VL-8B-Instruct")
+    assert info.params["model"]["family"] == "qwen3_vl"

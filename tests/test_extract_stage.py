@@ -10,7 +10,7 @@ import pytest
 from pipeline.attention import extract as X
 from pipeline.attention.cache import iter_images, read_info
 from pipeline.attention.params import ExtractParams, VlmModelParams
-from pipeline.attention.smoke_models import FAMILIES
+from pipeline.vlm_families import family_names
 from pipeline.attention.vlm import load_vlm
 from pipeline.datasets import DatasetError, load_dataset
 from pipeline.synth import generate
@@ -28,7 +28,7 @@ def dataset(tmp_path_factory):
 PARAMS = ExtractParams(layers=[0, -1], max_new_tokens=4, sink_removal=True, store_heads=True)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_names())
 def test_extract_end_to_end_and_prefix_reuse_equals_full_forward(dataset, tmp_path, family, caplog):
     vlm = load_vlm(VlmModelParams(profile="smoke", family=family, device="cpu"))
     with caplog.at_level(logging.WARNING):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.attention.params import VlmModelParams
-from pipeline.attention.smoke_models import build_smoke_vlm
+from pipeline.vlm_families import build_smoke_vlm
 from pipeline.attention.vlm import VlmNotAvailableError, load_vlm
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

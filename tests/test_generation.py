@@ -14,7 +14,7 @@ from pipeline.attention.generation import JsonAnswerStop, batch_inputs, generate
 from pipeline.attention.occlusion import answer_is_complete, parse_occlusion_answer
 from pipeline.attention.params import DEFAULT_TEMPLATES, ExtractParams, VlmModelParams
 from pipeline.attention.prompts import encode_prompt, occlusion_question
-from pipeline.attention.smoke_models import FAMILIES, build_smoke_tokenizer
+from pipeline.vlm_families import family_names, get_family
 from pipeline.attention.vlm import load_vlm
 
 SIZES = [(160, 120), (400, 100), (120, 120)]  # (width, height): different anyres grids and token counts
@@ -38,7 +38,7 @@ def _alone(model, tokenizer, prompt, n):
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_names())
 def test_batched_answers_equal_one_at_a_time(family):
     vlm = load_vlm(VlmModelParams(profile="smoke", family=family, device="cpu"))
     model, processor = vlm.model, vlm.processor
@@ -87,7 +87,7 @@ def test_answer_is_complete():
 
 
 def test_stop_criterion_fires_where_the_json_closes():
-    tokenizer = build_smoke_tokenizer("llava_next")
+    tokenizer = get_family("llava_next").build_smoke_tokenizer()
     answer = '{"occlusions": [{"object": "kiwi", "occluded_by": ["pear"]}]}'
     full = "Sure. " + answer + " I hope this helps {"
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]

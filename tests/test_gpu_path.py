@@ -10,7 +10,7 @@ import torch
 from pipeline.attention import vlm as V
 from pipeline.attention.capture import device_tensor, rows_to_host
 from pipeline.attention.params import VlmModelParams
-from pipeline.attention.smoke_models import build_smoke_vlm
+from pipeline.vlm_families import build_smoke_vlm
 from pipeline.decoding.params import DecodeParams, SamModelParams
 from pipeline.decoding.sam import load_sam_models
 REPO = Path(__file__).resolve().parents[1]

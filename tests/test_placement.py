@@ -14,12 +14,12 @@ from pipeline.attention.placement import (
     image_token_positions,
     placement_for,
 )
-from pipeline.attention.placement_anyres import downsampled_hw, packed_highres_grid, unpadded_span
-from pipeline.attention.placement_geometry import PixelMap
-from pipeline.attention.smoke_models import FAMILIES, build_smoke_vlm
+from pipeline.vlm_families._anyres import downsampled_hw, packed_highres_grid, unpadded_span
+from pipeline.vlm_families._geometry import PixelMap
+from pipeline.vlm_families import build_smoke_vlm, family_names, get_family
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=family_names())
 def smoke(request):
     model, processor = build_smoke_vlm(request.param)
     return request.param, model, processor
@@ -158,11 +158,10 @@ def test_unpadded_span_equals_transformers_unpad_image():
 
 def test_downsampling_matches_processor_count():
     """OneVision: rows x cols and rows after downsampling agree with the processor's arithmetic."""
-    from pipeline.attention.smoke_models import build_smoke_tokenizer, onevision_image_only_processor_class
     from transformers import LlavaOnevisionImageProcessorPil
 
     ip = LlavaOnevisionImageProcessorPil()  # real 384 geometry and pinpoints
-    proc = onevision_image_only_processor_class()(image_processor=ip, tokenizer=build_smoke_tokenizer("llava_onevision"),
+    proc = get_family("llava_onevision").processor_class()(image_processor=ip, tokenizer=get_family("llava_onevision").build_smoke_tokenizer(),
                                                   num_image_tokens=729, vision_feature_select_strategy="full")
     rng = np.random.default_rng(1)
     hits = 0
@@ -184,7 +183,7 @@ def test_center_crop_offsets_of_both_backends():
     """PIL backend: top = (h - ch) // 2 even when padding; torchvision pads (ch - h) // 2 first."""
     from types import SimpleNamespace
 
-    from pipeline.attention.placement_geometry import center_crop_map, is_torchvision_backend
+    from pipeline.vlm_families._geometry import center_crop_map, is_torchvision_backend
 
     crop = SimpleNamespace(height=336, width=336)
     pm, hw = center_crop_map((500, 335), crop)

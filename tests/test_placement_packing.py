@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from pipeline.attention.placement import ImageTokenLayout, PlacementError, placement_for
-from pipeline.attention.smoke_models import onevision_image_only_processor_class
+from pipeline.vlm_families import get_family
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -106,7 +106,7 @@ def build(family: str, variant: str = "real"):
                                                 image_grid_pinpoints=ONEVISION_PINPOINTS)
         # transformers' OneVision processor demands a video processor, which needs torchvision:
         # F1's image-only subclass of the real class (same token expansion).
-        processor = onevision_image_only_processor_class()(image_processor=ip, tokenizer=tok, num_image_tokens=729,
+        processor = get_family("llava_onevision").processor_class()(image_processor=ip, tokenizer=tok, num_image_tokens=729,
                                                vision_feature_select_strategy="full",
                                                vision_aspect_ratio="anyres_max_9")
     return config, processor
@@ -374,7 +374,7 @@ def test_llava_onevision_matches_transformers_packing(image_hw):
 
 
 def test_onevision_downsampling_cases_really_downsample():
-    from pipeline.attention.placement_anyres import downsampled_hw, unpadded_span
+    from pipeline.vlm_families._anyres import downsampled_hw, unpadded_span
 
     config, _ = build("llava_onevision")
     from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape

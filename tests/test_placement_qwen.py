@@ -23,7 +23,10 @@ import torch
 from torch import nn
 
 from pipeline.attention.placement import placement_for
-from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, qwen_processor_class
+from pipeline.vlm_families import get_family
+from pipeline.vlm_families.qwen2_vl import FAMILY as QWEN2_VL
+
+DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS = QWEN2_VL.pixel_budget
 from test_placement_packing import CLIP_MEAN, CLIP_STD, coordinate_image
 
 D = 4  # vision feature size: [patch index, 1, 0, 0]; the text hidden size is 4 * D
@@ -105,7 +108,7 @@ def processor_for(family: str, budget):
 
     image_processor = tf.Qwen2VLImageProcessorPil(min_pixels=budget[0], max_pixels=budget[1], patch_size=14,
                                                   temporal_patch_size=2, merge_size=2)
-    return qwen_processor_class(family)(image_processor=image_processor, tokenizer=_tokenizer())
+    return get_family(family).processor_class()(image_processor=image_processor, tokenizer=_tokenizer())
 
 
 class _Caught(Exception):

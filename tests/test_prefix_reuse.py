@@ -7,7 +7,7 @@ from PIL import Image
 
 from pipeline.attention.capture import capture_rows, enable_capture
 from pipeline.attention.prefix_reuse import generate_from_prefix, prefill, run_suffix
-from pipeline.attention.smoke_models import FAMILIES, build_smoke_vlm
+from pipeline.vlm_families import build_smoke_vlm, family_names
 
 NAMES = ["banana bundle", "cup", "teddy bear on the left"]
 LAYERS = [0, 2]
@@ -36,7 +36,7 @@ def _common_prefix_len(prompts):
     return int(same.long().cumprod(0).sum())
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=family_names())
 def setup(request):
     model, processor = build_smoke_vlm(request.param)
     enable_capture(model)

@@ -6,12 +6,12 @@ from PIL import Image
 
 from pipeline.attention import prompts as P
 from pipeline.attention.params import DEFAULT_TEMPLATES
-from pipeline.attention.smoke_models import FAMILIES, build_smoke_vlm
+from pipeline.vlm_families import build_smoke_vlm, family_names
 
 
 @pytest.fixture(scope="module")
 def processors():
-    return {f: build_smoke_vlm(f)[1] for f in FAMILIES}
+    return {f: build_smoke_vlm(f)[1] for f in family_names()}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_target_question_records_phrase_span():
     assert '{"occlusions"' in oq.text
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_names())
 def test_phrase_tokens_located_in_every_family(processors, image, family):
     proc = processors[family]
     phrase = "adelholzener alpenquelle classic 0.75"
@@ -119,7 +119,7 @@ def test_phrase_token_rows_overlap_rule():
     assert P.phrase_token_rows(offsets, (11, 11)) == []
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", family_names())
 def test_reused_image_inputs_give_identical_encoding(processors, image, family):
     proc = processors[family]
     first = P.encode_prompt(proc, image, P.occlusion_question(DEFAULT_TEMPLATES["occlusion"], ["kiwi", "pear"]))

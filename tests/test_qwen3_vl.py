@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.attention import qwen3_vl
+from pipeline.vlm_families import qwen3_vl
 from pipeline.attention.capture import enable_capture
 from pipeline.attention.params import ExtractParams, VlmModelParams, resolve_layers
 from pipeline.attention.placement import placement_for
-from pipeline.attention.smoke_models import build_smoke_vlm
+from pipeline.vlm_families import build_smoke_vlm
 from pipeline.attention.vlm import load_vlm
 from test_placement_packing import coordinate_image
 
@@ -66,7 +66,7 @@ def test_smoke_model_real_classes_template_budget_and_deepstack():
     assert "mm_token_type_ids" in inputs
     n_image = int((inputs["input_ids"] == model.config.image_token_id).sum())
     assert 1024 <= n_image <= 1280  # the family's default budget in 32-px tokens
-    assert (qwen3_vl.DEFAULT_MIN_PIXELS, qwen3_vl.DEFAULT_MAX_PIXELS) == (1024 * 32 * 32, 1280 * 32 * 32)
+    assert qwen3_vl.FAMILY.pixel_budget == (1024 * 32 * 32, 1280 * 32 * 32)
     # DeepStack really changes the forward (its features reach the image tokens)
     with torch.no_grad():
         with_deepstack = model(**inputs).logits
@@ -83,7 +83,7 @@ def test_smoke_model_real_classes_template_budget_and_deepstack():
 
 
 def test_smoke_tokenizer_has_qwen3_added_tokens():
-    tokenizer = qwen3_vl.build_smoke_tokenizer()
+    tokenizer = qwen3_vl.FAMILY.build_smoke_tokenizer()
     ids = tokenizer.convert_tokens_to_ids(list(qwen3_vl.SPECIAL_TOKENS))
     assert len(set(ids)) == len(ids) and tokenizer.unk_token_id not in ids
     think = tokenizer("<think>x</think>")["input_ids"]
@@ -147,7 +147,7 @@ def test_fixture_matches_family_facts():
     template = json.loads((HUB_FOLDER / "chat_template.json").read_text())["chat_template"]
     assert template == qwen3_vl.CHAT_TEMPLATE  # the smoke model renders with the real template
     pre = json.loads((HUB_FOLDER / "preprocessor_config.json").read_text())
-    assert (pre["patch_size"], pre["merge_size"], pre["image_mean"]) == (16, 2, list(qwen3_vl.IMAGE_MEAN))
+    assert (pre["patch_size"], pre["merge_size"], pre["image_mean"]) == (16, 2, list(qwen3_vl.FAMILY.image_mean))
 
 
 def test_folder_loads_through_real_profile(hub_folder):
@@ -160,7 +160,7 @@ def test_folder_loads_through_real_profile(hub_folder):
                                             "<think>", "</think>"]) == [151652, 151653, 151644, 151645, 151667, 151668]
     assert processor.chat_template == qwen3_vl.CHAT_TEMPLATE
     size = processor.image_processor.size
-    assert (size["shortest_edge"], size["longest_edge"]) == (qwen3_vl.DEFAULT_MIN_PIXELS, qwen3_vl.DEFAULT_MAX_PIXELS)
+    assert (size["shortest_edge"], size["longest_edge"]) == qwen3_vl.FAMILY.pixel_budget
     assert list(processor.image_processor.image_mean) == [0.5, 0.5, 0.5]
     assert vlm.model.generation_config.eos_token_id == [151645, 151643]
     text, inputs = _inputs(processor, _image(200, 300), "Where is the cup?")
@@ -266,11 +266,11 @@ class _Caught(Exception):
     pass
 
 
-@pytest.mark.parametrize("budget", [(65536, 16777216), (qwen3_vl.DEFAULT_MIN_PIXELS, qwen3_vl.DEFAULT_MAX_PIXELS),
+@pytest.mark.parametrize("budget", [(65536, 16777216), qwen3_vl.FAMILY.pixel_budget,
                                     (64 * 64, 32 * 32 * 24)], ids=["checkpoint", "ours", "small"])
 def test_placement_equals_processor_and_merger(budget):
     model, config = _identity_model()
-    processor = qwen3_vl.processor_class()(image_processor=qwen3_vl.image_processor(*budget),
+    processor = qwen3_vl.FAMILY.processor_class()(image_processor=qwen3_vl.FAMILY.image_processor(*budget),
                                            tokenizer=_word_tokenizer())
     for height, width in [(240, 320), (320, 240), (90, 250), (250, 37), (113, 113)]:
         inputs = processor(images=coordinate_image(height, width),
@@ -281,7 +281,7 @@ def test_placement_equals_processor_and_merger(budget):
         grid_t, grid_h, grid_w = inputs["image_grid_thw"][0].tolist()
         assert grid_t == 1 and layout.view_shapes == {0: (grid_h // 2, grid_w // 2)}
         n_tokens = layout.n_image_tokens
-        if budget[0] == qwen3_vl.DEFAULT_MIN_PIXELS:
+        if budget == qwen3_vl.FAMILY.pixel_budget:
             assert 1024 <= n_tokens <= 1280
         seen = {}
 

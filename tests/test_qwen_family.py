@@ -23,14 +23,15 @@ from pipeline.attention.capture import capture_rows, enable_capture
 from pipeline.attention.params import ExtractParams, VlmModelParams
 from pipeline.attention.placement import placement_for
 from pipeline.attention.prefix_reuse import generate_from_prefix, prefill, run_suffix
-from pipeline.attention.qwen_family import (
-    DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, qwen_processor_class,
-)
-from pipeline.attention.smoke_models import build_smoke_vlm
+from pipeline.vlm_families import get_family
+from pipeline.vlm_families.qwen2_5_vl import EXTRA_ADDED_TOKENS as QWEN25_EXTRA_TOKENS
+from pipeline.vlm_families.qwen2_vl import CHAT_TEMPLATE as QWEN_CHAT_TEMPLATE
+from pipeline.vlm_families.qwen2_vl import FAMILY as QWEN2_VL
+from pipeline.vlm_families.qwen2_vl import SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS
+from pipeline.vlm_families import build_smoke_vlm
 from pipeline.attention.vlm import load_vlm
 
-QWEN25_EXTRA_TOKENS = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                       "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
+DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS = QWEN2_VL.pixel_budget
 FIRST_ADDED_ID = 151643
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -71,28 +72,32 @@ def test_smoke_model_real_classes_template_and_budget(family):
         out = model(**inputs)
     assert torch.isfinite(out.logits).all()
     small, _ = build_smoke_vlm(family, min_pixels=56 * 56, max_pixels=28 * 28 * 64)
-    with pytest.raises(ValueError, match="Qwen families only"):
-        build_smoke_vlm("llava", min_pixels=56 * 56)
+    with pytest.raises(ValueError, match="llava has a fixed input resolution"):
+        build_smoke_vlm("llava", min_pixels=56 * 56, max_pixels=56 * 56)
 
 
 def test_pixel_budget_parameters_are_checked():
     assert VlmModelParams().min_pixels is None  # the family's budget
     assert DEFAULT_MIN_PIXELS == 1024 * 28 * 28
     with pytest.raises(ValueError, match="min_pixels must be an integer >= 784"):
-        VlmModelParams(min_pixels=100, max_pixels=28 * 28 * 10)
+        VlmModelParams(family="qwen2_vl", min_pixels=100, max_pixels=28 * 28 * 10)
     with pytest.raises(ValueError, match="set together"):
         VlmModelParams(min_pixels=28 * 28 * 100)
     with pytest.raises(ValueError, match="max_pixels .* must be >= models.vlm.min_pixels"):
-        VlmModelParams(min_pixels=28 * 28 * 100, max_pixels=28 * 28 * 10)
-    with pytest.raises(ValueError, match="Qwen families only"):
-        load_vlm(VlmModelParams(profile="smoke", family="llava", min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 8,
+        VlmModelParams(family="qwen2_vl", min_pixels=28 * 28 * 100, max_pixels=28 * 28 * 10)
+    with pytest.raises(ValueError, match="max_pixels .* must be >= models.vlm.min_pixels"):
+        VlmModelParams(id="smoke/x", min_pixels=28 * 28 * 100, max_pixels=28 * 28 * 10)  # family unknown here
+    with pytest.raises(ValueError, match="llava has a fixed input resolution"):
+        VlmModelParams(profile="smoke", family="llava", min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 8)
+    with pytest.raises(ValueError, match="llava has a fixed input resolution"):
+        load_vlm(VlmModelParams(profile="smoke", id="smoke/llava", min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 8,
                                 device="cpu"))
 
 
 def test_smoke_processor_round_trip_keeps_budget_and_template(tmp_path):
     _, processor = build_smoke_vlm("qwen2_5_vl", min_pixels=28 * 28 * 16, max_pixels=28 * 28 * 64)
     processor.save_pretrained(tmp_path)
-    loaded = qwen_processor_class("qwen2_5_vl").from_pretrained(tmp_path, backend="pil")
+    loaded = get_family("qwen2_5_vl").processor_class().from_pretrained(tmp_path, backend="pil")
     assert not hasattr(loaded, "video_processor")
     assert loaded.image_processor.size == processor.image_processor.size
     image = _image(90, 170)
@@ -185,12 +190,12 @@ def _model_config(family):
                               "fullatt_block_indexes": [1], "tokens_per_second": 2, "temporal_patch_size": 2}}
 
 
-@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
-def checkpoint_folder(request, tmp_path_factory, shared_reference):
+def make_folder(shared_reference, root, family):
+    """The hub-shaped checkpoint folder of `family` (module docstring) in a new folder under `root`."""
     import transformers as tf
 
-    family = request.param
-    folder = tmp_path_factory.mktemp(family)
+    folder = root / family
+    folder.mkdir()
     config = _model_config(family)
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     (folder / "preprocessor_config.json").write_text(json.dumps({
@@ -205,7 +210,12 @@ def checkpoint_folder(request, tmp_path_factory, shared_reference):
     torch.manual_seed(0)
     model = cls(tf.AutoConfig.from_pretrained(folder))
     model.save_pretrained(folder)
-    return family, folder
+    return folder
+
+
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
+def checkpoint_folder(request, tmp_path_factory, shared_reference):
+    return request.param, make_folder(shared_reference, tmp_path_factory.mktemp("qwen"), request.param)
 
 
 def test_checkpoint_folder_loads_with_real_token_ids_and_budget(checkpoint_folder):

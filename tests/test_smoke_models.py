@@ -5,14 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.attention.smoke_models import (
-    LLAVA_FAMILIES,
-    SMOKE_MODEL_IDS,
-    VISION_IMAGE_SIZE,
-    build_smoke_tokenizer,
-    build_smoke_vlm,
-    smoke_family,
-)
+from pipeline.vlm_families import build_smoke_vlm, family_of_smoke_id, get_family
+from pipeline.vlm_families._llava import VISION_IMAGE_SIZE
+
+LLAVA_FAMILIES = ("llava", "llava_next", "llava_onevision")
 
 EXPECTED = {
     "llava": ("LlavaForConditionalGeneration", "LlavaProcessor", "LlamaConfig", "USER: <image>\n"),
@@ -51,7 +47,7 @@ def test_real_classes_and_gqa(family_vlm):
     assert model.config.vision_config.image_size == VISION_IMAGE_SIZE
     assert not model.training
     assert next(model.parameters()).dtype == torch.float32
-    assert model.config.name_or_path == SMOKE_MODEL_IDS[family]
+    assert model.config.name_or_path == f"smoke/{family}"
 
 
 def test_chat_template_style_and_forward(family_vlm):
@@ -103,9 +99,9 @@ def test_deterministic_per_seed():
 
 
 def test_tokenizers_special_tokens():
-    llama = build_smoke_tokenizer("llava")
+    llama = get_family("llava").build_smoke_tokenizer()
     assert llama("x")["input_ids"][0] == llama.bos_token_id  # BOS added like Llama/Mistral
-    qwen = build_smoke_tokenizer("llava_onevision")
+    qwen = get_family("llava_onevision").build_smoke_tokenizer()
     assert qwen.bos_token_id is None and qwen.eos_token == "<|im_end|>"
     ids = qwen("<|im_start|>user <image><image>")["input_ids"]
     assert ids.count(qwen.convert_tokens_to_ids("<image>")) == 2
@@ -116,18 +112,16 @@ def test_tokenizers_special_tokens():
 
 
 def test_smoke_ids():
-    assert smoke_family("smoke/llava_onevision") == "llava_onevision"
-    assert smoke_family("llava-hf/llava-1.5-7b-hf") is None
-    with pytest.raises(ValueError, match="unknown VLM family"):
+    assert family_of_smoke_id("smoke/llava_onevision") == "llava_onevision"
+    assert family_of_smoke_id("llava-hf/llava-1.5-7b-hf") is None
+    with pytest.raises(ValueError, match="models.vlm.family 'blip'"):
         build_smoke_vlm("blip")
 
 
 def test_onevision_image_only_processor_round_trip(tmp_path):
-    from pipeline.attention.smoke_models import onevision_image_only_processor_class
-
     _, processor = build_smoke_vlm("llava_onevision")
     processor.save_pretrained(tmp_path)
-    loaded = onevision_image_only_processor_class().from_pretrained(tmp_path)
+    loaded = get_family("llava_onevision").processor_class().from_pretrained(tmp_path)
     assert not hasattr(loaded, "video_processor")
     assert loaded.num_image_tokens == processor.num_image_tokens
     assert loaded.image_processor.image_grid_pinpoints == processor.image_processor.image_grid_pinpoints

@@ -10,7 +10,7 @@ import torch
 from packaging.requirements import Requirement
 
 from pipeline.attention.prefix_reuse import prefill, run_suffix
-from pipeline.attention.smoke_models import build_smoke_vlm
+from pipeline.vlm_families import build_smoke_vlm
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -209,7 +209,7 @@ def test_weights_command_reports_bad_params(places):
 def test_weights_command_exit_status_follows_presence_and_loading(places, tmp_path):
     """Exit 0 only when every needed checkpoint is present AND loads; a present file that does not
     load is reported as BROKEN with the reason, and fails the command."""
-    from pipeline.attention.smoke_models import build_smoke_vlm
+    from pipeline.vlm_families import build_smoke_vlm
 
     model, processor = build_smoke_vlm("llava_next")
     vlm_dir = tmp_path / "local_vlm"

@@ -27,26 +27,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.attention import qwen3_vl
-from pipeline.attention.qwen_family import check_pixel_budget
 from pipeline.errors import ParamsError
 from pipeline.params_file import reject_unknown
+from pipeline.vlm_families import DEFAULT_FAMILY, family_names, get_family
+from pipeline.vlm_families.family import check_budget_values
 
-FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", qwen3_vl.FAMILY)
+FAMILIES = family_names()
 PROFILES = ("smoke", "real")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 HEAD_AGGREGATIONS = ("mean", "lowest_entropy", "localization")
 SINK_METHODS = ("ratio", "subtract")
 OCCLUSION_LISTINGS = ("listed", "free")
 
-DEFAULT_MODEL_IDS = {
-    "llava": "llava-hf/llava-1.5-7b-hf",
-    "llava_next": "llava-hf/llava-v1.6-mistral-7b-hf",
-    "llava_onevision": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
-    "qwen2_vl": "Qwen/Qwen2-VL-7B-Instruct",
-    "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct",
-    qwen3_vl.FAMILY: qwen3_vl.DEFAULT_CHECKPOINT,
-}
+DEFAULT_MODEL_IDS = {family: get_family(family).default_id for family in FAMILIES}
 
 DEFAULT_TEMPLATES = {
     "target": "Look at the box {box}. Where is the {phrase}?",
@@ -86,16 +79,15 @@ class VlmModelParams:
                `vlmsam weights` hint; True: a model missing from the cache is downloaded from the hub
     min_pixels Qwen families: pixel budget of the image processor; `smart_resize` scales
     max_pixels each image so that its area lies in [min_pixels, max_pixels]. None (default) =
-               the family's own budget, 1,024 to 1,280 image tokens for each (grounding needs
-               ~1,024): 1024*28*28 .. 1280*28*28 for Qwen2-VL / Qwen2.5-VL (28-px tokens,
-               qwen_family.DEFAULT_MIN_PIXELS), 1024*32*32 .. 1280*32*32 for Qwen3-VL (32-px
-               tokens, qwen3_vl.DEFAULT_MIN_PIXELS). The LLaVA families' processors have fixed
-               resolutions: for them both must stay None.
+               the family's own budget (`VlmFamily.pixel_budget`), 1,024 to 1,280 image tokens
+               for each (grounding needs ~1,024): 1024*28*28 .. 1280*28*28 for Qwen2-VL /
+               Qwen2.5-VL (28-px tokens), 1024*32*32 .. 1280*32*32 for Qwen3-VL (32-px tokens).
+               The LLaVA families' processors have fixed resolutions: for them both must stay None.
     """
 
     profile: str = "real"
     family: str | None = None
-    id: str = DEFAULT_MODEL_IDS["llava_next"]
+    id: str = DEFAULT_MODEL_IDS[DEFAULT_FAMILY]
     revision: str | None = None
     dtype: str = "auto"
     device: str = "auto"
@@ -110,12 +102,12 @@ class VlmModelParams:
             raise ValueError(f"models.vlm.allow_download must be true or false, got {self.allow_download!r}")
         if (self.min_pixels is None) != (self.max_pixels is None):
             raise ValueError("models.vlm.min_pixels and max_pixels are set together (both null = the family's budget)")
-        if self.min_pixels is not None:
-            check_pixel_budget(self.min_pixels, self.max_pixels)
         if self.profile not in PROFILES:
             raise ValueError(f"models.profile must be one of {PROFILES}, got {self.profile!r}")
         if self.family is not None and self.family not in FAMILIES:
             raise ValueError(f"models.vlm.family must be one of {FAMILIES} or null, got {self.family!r}")
+        if self.min_pixels is not None:
+            _check_pixel_budget(self.min_pixels, self.max_pixels, self.resolved_family())
         if self.dtype not in DTYPES:
             raise ValueError(f"models.vlm.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not isinstance(self.id, str) or not self.id:
@@ -154,13 +146,21 @@ class VlmModelParams:
         return None
 
 
+def _check_pixel_budget(min_pixels, max_pixels, family: str | None) -> None:
+    """The family's check of a pixel budget; without a known family, the checks every family makes."""
+    if family is not None:
+        get_family(family).check_pixel_budget(min_pixels, max_pixels)
+    else:
+        check_budget_values(min_pixels, max_pixels, 1)
+
+
 @dataclass(frozen=True)
 class ExtractParams:
     """The `extract` section.
 
     layers             language-model layers whose attention is stored, resolved against the
                        loaded model's depth (`resolve_layers`): 'auto' = the family's default
-                       relative depths (DEFAULT_LAYER_DEPTHS, from the literature); or a list
+                       relative depths (`VlmFamily.layer_depths`, from the literature); or a list
                        whose entries are integers (indices; negative = counted from the end,
                        -1 = last) or fractions 0 <= f < 1 of the depth (layer round(f * depth)).
                        Two integers naming one layer are an error; fractions that meet on
@@ -325,26 +325,6 @@ def check_template(name: str, text: str) -> None:
         )
 
 
-# Default layers per family, as fractions of the language model's depth (layer round(f * depth)),
-# so one parameter file serves 0.5B, 7B and smoke models. Facts behind them
-# (../shared/notes/attention_literature.md):
-# - LLaVA-1.5-7B (32 layers): the localisation heads chosen most often on RefCOCO sit in layers 14
-#   and 10 (LocalizationHeads); ViCrop reads layer 14. 10/32 = 0.31, 14/32 = 0.44.
-# - LLaVA-NeXT (Mistral-7B, 32 layers): no layer study was found; it shares LLaVA-1.5's recipe and
-#   a 32-layer 7B language model, so it takes LLaVA-1.5's depths.
-# - Qwen2-based models (LLaVA-OneVision's Qwen2 LM; Qwen2-VL/Qwen2.5-VL, 28 layers): DecAF reads the
-#   middle layer (~14 of 28 = 0.5), ViCrop layer 22 of 28 (0.79); cross-modal flow concentrates in the
-#   middle layers (Kaduri et al.), so the middle and the upper-middle layer are both kept.
-# - Qwen3-VL: the same depths, clear of its DeepStack layers (qwen3_vl.LAYER_DEPTHS).
-DEFAULT_LAYER_DEPTHS: dict[str, tuple[float, ...]] = {
-    "llava": (0.31, 0.44),
-    "llava_next": (0.31, 0.44),
-    "llava_onevision": (0.5, 0.79),
-    qwen3_vl.FAMILY: qwen3_vl.LAYER_DEPTHS,
-}
-QWEN2_LAYER_DEPTHS = (0.5, 0.79)
-
-
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -365,12 +345,11 @@ def check_layers(layers) -> None:
 
 
 def default_layer_depths(family: str) -> tuple[float, ...]:
-    """The family's default layers as depth fractions; a clear error for an unknown family."""
-    if family in DEFAULT_LAYER_DEPTHS:
-        return DEFAULT_LAYER_DEPTHS[family]
-    if family.startswith("qwen2"):
-        return QWEN2_LAYER_DEPTHS
-    raise ParamsError(f"extract.layers 'auto': no default layers for the VLM family {family!r}; list them")
+    """The family's default layers as depth fractions (`VlmFamily.layer_depths`, with their source);
+    a clear error for an unknown family."""
+    if family not in FAMILIES:
+        raise ParamsError(f"extract.layers 'auto': no default layers for the VLM family {family!r}; list them")
+    return get_family(family).layer_depths.fractions
 
 
 def resolve_layers(layers, num_layers: int, family: str | None = None) -> list[int]:

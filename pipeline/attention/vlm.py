@@ -1,16 +1,12 @@
-"""Loading the VLM: a real LLaVA-family, Qwen2-VL / Qwen2.5-VL or Qwen3-VL checkpoint (HF cache or local
-folder) or a smoke model.
+"""Loading the VLM: a real checkpoint of a registered family (HF cache or local folder) or a smoke model.
 
-Real profile: the family comes from the checkpoint's `config.model_type` ('llava',
-'llava_next', 'llava_onevision', 'qwen2_vl', 'qwen2_5_vl'; 'qwen3_vl' and 'qwen3_vl_moe' are the
-family qwen3_vl); the model class is the family's
-`*ForConditionalGeneration` in `dtype` (bf16 on CUDA), placed by transformers' `device_map`
-(weights load straight onto the device; needs `accelerate`), with SDPA attention (the capture switches only the language
-model to its own attention function later); the processor uses the PIL image-processor
-backend (no torchvision). OneVision's real processor class requires a video processor
-that needs torchvision, so its image-only subclass from `smoke_models` is used; the same
-holds for the Qwen processors (`qwen_family.qwen_processor_class`), which also get the pixel
-budget `models.vlm.min_pixels` / `max_pixels`.
+Real profile: the family is the registered one (`pipeline.vlm_families`) whose model classes
+include the checkpoint's `config.model_type`; the model class is the family's
+`*ForConditionalGeneration` for that model type in `dtype` (bf16 on CUDA), placed by transformers'
+`device_map` (weights load straight onto the device; needs `accelerate`), with SDPA attention (the
+capture switches only the language model to its own attention function later); the processor is
+the family's (`VlmFamily.load_processor`: PIL image-processor backend, no torchvision; the pixel
+budget `models.vlm.min_pixels` / `max_pixels` where the family has one).
 
 Hub access: none unless `models.vlm.allow_download` is true; otherwise (and always with
 HF_HUB_OFFLINE set) every `from_pretrained` gets `local_files_only=True`, so only the local
@@ -19,8 +15,8 @@ checkpoint becomes a `VlmNotAvailableError` saying which repo to download, where
 and that `vlmsam weights` lists what is missing. The revision recorded is the commit
 hash of the cache snapshot when known ('' for a plain local folder).
 
-Smoke profile: `smoke_models.build_smoke_vlm(family, seed)`; `LoadedVlm.smoke` is True and the
-model id is `smoke/<family>`.
+Smoke profile: `pipeline.vlm_families.build_smoke_vlm(family, seed)`; `LoadedVlm.smoke` is True and
+the model id is `smoke/<family>`.
 """
 
 from __future__ import annotations
@@ -31,22 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.attention import qwen3_vl
 from pipeline.attention.params import FAMILIES, VlmModelParams
 from pipeline.errors import VlmsamError
+from pipeline.vlm_families import build_smoke_vlm, family_of_model_type, family_of_smoke_id, get_family
 
 log = logging.getLogger(__name__)
-
-_MODEL_CLASSES = {
-    "llava": "LlavaForConditionalGeneration",
-    "llava_next": "LlavaNextForConditionalGeneration",
-    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    **qwen3_vl.MODEL_CLASSES,
-}
-_FAMILY_OF_MODEL_TYPE = {model_type: qwen3_vl.FAMILY for model_type in qwen3_vl.MODEL_CLASSES}
-_PROCESSOR_CLASSES = {"llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor"}
 
 
 class VlmNotAvailableError(VlmsamError, RuntimeError):
@@ -144,18 +129,17 @@ def hub_requests_blocked(blocked: bool):
 
 
 def _load_smoke(params: VlmModelParams, device: str, dtype) -> LoadedVlm:
-    from pipeline.attention.smoke_models import SMOKE_MODEL_IDS, build_smoke_vlm, smoke_family
-
-    family = params.family or smoke_family(params.id) or params.resolved_family()
+    family = params.family or family_of_smoke_id(params.id) or params.resolved_family()
     if family is None:
         raise ValueError(
             f"models.profile is 'smoke' but the family is unknown: set models.vlm.family to one "
             f"of {FAMILIES} (id {params.id!r} is not a known model id)"
         )
-    model, processor = build_smoke_vlm(family, seed=params.seed, **_pixel_budget(params, family))
+    model, processor = build_smoke_vlm(family, seed=params.seed, min_pixels=params.min_pixels,
+                                       max_pixels=params.max_pixels)
     model.to(device=device, dtype=dtype)
     log.warning("SMOKE run: random weights (tiny %s VLM, seed %d)", family, params.seed)
-    return LoadedVlm(model, processor, family, SMOKE_MODEL_IDS[family], f"seed={params.seed}", True)
+    return LoadedVlm(model, processor, family, get_family(family).smoke_id, f"seed={params.seed}", True)
 
 
 def _not_available(params: VlmModelParams, err: Exception, access: HubAccess) -> VlmNotAvailableError:
@@ -211,14 +195,15 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
         if isinstance(e, ValueError):
             raise
         raise _not_available(params, e, access) from e
-    family = _FAMILY_OF_MODEL_TYPE.get(config.model_type, config.model_type)
-    if family not in FAMILIES:
-        raise ValueError(f"{params.id}: model_type {family!r} is not a supported VLM family {FAMILIES}")
+    vlm_family = family_of_model_type(config.model_type)
+    if vlm_family is None:
+        raise ValueError(f"{params.id}: model_type {config.model_type!r} is not a supported VLM family {FAMILIES}")
+    family = vlm_family.name
     if params.family is not None and params.family != family:
         raise ValueError(f"{params.id}: models.vlm.family is {params.family!r} but the checkpoint is {family!r}")
     try:
-        processor = _load_processor(params, family, hub_kwargs)
-        model_cls = getattr(tf, _MODEL_CLASSES[config.model_type])
+        processor = vlm_family.load_processor(params.id, params.min_pixels, params.max_pixels, **hub_kwargs)
+        model_cls = getattr(tf, vlm_family.model_classes[config.model_type])
         model = model_cls.from_pretrained(
             params.id, config=config, dtype=dtype, attn_implementation="sdpa",
             device_map=device, **hub_kwargs,
@@ -232,49 +217,3 @@ def _load_real(params: VlmModelParams, device: str, dtype, access: HubAccess) ->
     revision = snapshot_revision(params.id, params.cache_dir, params.revision)
     log.info("loaded %s (%s, revision %s) on %s as %s", params.id, family, revision or "?", device, dtype)
     return LoadedVlm(model, processor, family, params.id, revision, False)
-
-
-def _pixel_budget(params: VlmModelParams, family: str) -> dict:
-    """min_pixels / max_pixels of a Qwen family (None: the family's own budget); {} for LLaVA
-    (an error unless left unset)."""
-    from pipeline.attention.qwen_family import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, QWEN_FAMILIES
-
-    defaults = {qwen3_vl.FAMILY: (qwen3_vl.DEFAULT_MIN_PIXELS, qwen3_vl.DEFAULT_MAX_PIXELS),
-                **{f: (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS) for f in QWEN_FAMILIES}}
-    if family in defaults:
-        if params.min_pixels is None:
-            return dict(zip(("min_pixels", "max_pixels"), defaults[family]))
-        return {"min_pixels": params.min_pixels, "max_pixels": params.max_pixels}
-    if params.min_pixels is not None:
-        raise ValueError(f"models.vlm.min_pixels / max_pixels apply to the Qwen families only; {family} "
-                         "has a fixed input resolution: remove them")
-    return {}
-
-
-def _load_processor(params: VlmModelParams, family: str, hub_kwargs: dict):
-    """The family's processor from the checkpoint (PIL backend; Qwen: with the pixel budget)."""
-    from pipeline.attention.qwen_family import QWEN_FAMILIES, load_qwen_image_processor
-
-    budget = _pixel_budget(params, family)
-    if family == qwen3_vl.FAMILY:
-        image_processor = qwen3_vl.load_image_processor(params.id, **budget, **hub_kwargs)
-        return qwen3_vl.processor_class().from_pretrained(params.id, image_processor=image_processor, **hub_kwargs)
-    if family in QWEN_FAMILIES:
-        image_processor = load_qwen_image_processor(params.id, **budget, **hub_kwargs)
-        return _processor_class(family).from_pretrained(params.id, image_processor=image_processor, **hub_kwargs)
-    return _processor_class(family).from_pretrained(params.id, backend="pil", **hub_kwargs)
-
-
-def _processor_class(family: str):
-    import transformers as tf
-    from pipeline.attention.qwen_family import QWEN_FAMILIES, qwen_processor_class
-
-    if family in QWEN_FAMILIES:
-        return qwen_processor_class(family)
-    if family == qwen3_vl.FAMILY:
-        return qwen3_vl.processor_class()
-    if family == "llava_onevision":
-        from pipeline.attention.smoke_models import onevision_image_only_processor_class
-
-        return onevision_image_only_processor_class()
-    return getattr(tf, _PROCESSOR_CLASSES[family])

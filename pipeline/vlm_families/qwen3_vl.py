@@ -1,4 +1,4 @@
-"""Qwen3-VL as a VLM family: what differs from Qwen2.5-VL (`qwen_family`, `placement_qwen`, `smoke_qwen`).
+"""Qwen3-VL (`qwen3_vl`): what differs from the other Qwen-VL families (`_qwen`).
 
 Checkpoints: dense Qwen/Qwen3-VL-2B/4B/8B/32B-Instruct (model_type `qwen3_vl`,
 `Qwen3VLForConditionalGeneration`) and the MoE Qwen/Qwen3-VL-30B-A3B-Instruct (`qwen3_vl_moe`,
@@ -14,7 +14,7 @@ the hub files (copies in tests/data/qwen3_vl/, sources in the README there) and 
 - Geometry: 16-px patches, temporal patch 2, 2x2 merge, so one image token covers 32x32 px of the
   image as resized by the same `smart_resize` (factor 32) of `Qwen2VLImageProcessor[Pil]` with
   mean = std = 0.5. The tower has no window attention: token i is the cell (i // (W/32), i % (W/32))
-  of the resized image, as `placement_qwen` places it.
+  of the resized image, as `_qwen` places it.
 - Pixel budget: grounding gets as many tokens as with Qwen2.5-VL's default, 1,024 to 1,280
   (llama.cpp PR 17020: grounding needs about 1,024), i.e. 1024*32*32 .. 1280*32*32 px. The
   checkpoints' own preprocessor allows 64..16,384 tokens.
@@ -31,7 +31,7 @@ the hub files (copies in tests/data/qwen3_vl/, sources in the README there) and 
   for Qwen2.5-VL.
 - Positions: interleaved M-RoPE (`rope_scaling.mrope_interleaved`, mrope_section [24, 20, 20]) is
   built by the model from `image_grid_thw` and `mm_token_type_ids`; prefix reuse keeps the model's
-  `rope_deltas` per prefix as for Qwen2-VL (prefix_reuse.py).
+  `rope_deltas` per prefix as for Qwen2-VL (`_qwen.QwenFamily.rope_state`).
 - Processor: transformers has no Qwen3-VL image processor of its own; the checkpoints name
   `Qwen2VLImageProcessor`, whose PIL backend `Qwen2VLImageProcessorPil` runs without torchvision.
   `Qwen3VLProcessor` requires a video processor and the only one (`Qwen3VLVideoProcessor`) needs
@@ -40,45 +40,16 @@ the hub files (copies in tests/data/qwen3_vl/, sources in the README there) and 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from pipeline.vlm_families import _smoke
+from pipeline.vlm_families._qwen import QWEN_LM_DEPTHS, QwenFamily
+from pipeline.vlm_families.family import LayerDepths
+from pipeline.vlm_families.qwen2_5_vl import EXTRA_ADDED_TOKENS
+from pipeline.vlm_families.qwen2_vl import SPECIAL_TOKENS as QWEN2_VL_TOKENS
 
-FAMILY = "qwen3_vl"
-
-MODEL_CLASSES = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
-"""model_type of a checkpoint's config -> transformers model class; both are this family."""
-
-CHECKPOINTS = (
-    "Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct",
-    "Qwen/Qwen3-VL-32B-Instruct", "Qwen/Qwen3-VL-30B-A3B-Instruct",
-)
-"""The supported hub checkpoints (listed by `vlmsam weights`)."""
-DEFAULT_CHECKPOINT = "Qwen/Qwen3-VL-8B-Instruct"
-
-SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
-    "<tool_response>", "</tool_response>", "<think>", "</think>",
-)
-"""Added tokens in id order, real ids 151643..151668 (right after the Qwen2 BPE's 151643 entries);
-the first 14 are special, the tool-call, FIM and think tokens are not."""
-N_SPECIAL = 14
-
-PATCH_SIZE = 16
-MERGE_SIZE = 2
-TEMPORAL_PATCH_SIZE = 2
-TOKEN_PIXELS = PATCH_SIZE * MERGE_SIZE
-IMAGE_MEAN = (0.5, 0.5, 0.5)
-IMAGE_STD = (0.5, 0.5, 0.5)
-
-DEFAULT_MIN_PIXELS = 1024 * TOKEN_PIXELS**2
-"""Default lower pixel budget: 1,024 image tokens of 32x32 px (Qwen2.5-VL's default token count)."""
-DEFAULT_MAX_PIXELS = 1280 * TOKEN_PIXELS**2
-"""Default upper pixel budget: 1,280 tokens of 32x32 px."""
-
-LAYER_DEPTHS = (0.5, 0.79)
-"""Default layers as depth fractions (see the module docstring for the sources)."""
+SPECIAL_TOKENS = QWEN2_VL_TOKENS + EXTRA_ADDED_TOKENS + ("<tool_response>", "</tool_response>", "<think>", "</think>")
+"""Added tokens in id order, real ids 151643..151668 (right after the Qwen2 BPE's 151643 entries):
+Qwen2.5-VL's 22, then four; the first 14 are special, the tool-call, FIM and think tokens are not."""
+N_SPECIAL = len(QWEN2_VL_TOKENS)
 
 CHAT_TEMPLATE = """{%- if tools %}
     {{- '<|im_start|>system\\n' }}
@@ -210,137 +181,63 @@ def deepstack_attention_layers(config) -> range:
     return range(1, n + 1)
 
 
-def check_pixel_budget(min_pixels: int, max_pixels: int) -> None:
-    """A clear error for a budget smart_resize (factor 32) cannot honour."""
-    if not (isinstance(min_pixels, int) and isinstance(max_pixels, int)) or min_pixels < TOKEN_PIXELS**2:
-        raise ValueError(f"models.vlm.min_pixels must be an integer >= {TOKEN_PIXELS**2} (one "
-                         f"{TOKEN_PIXELS}x{TOKEN_PIXELS} token of {FAMILY}), got {min_pixels!r}")
-    if max_pixels < min_pixels:
-        raise ValueError(f"models.vlm.max_pixels ({max_pixels}) must be >= models.vlm.min_pixels ({min_pixels})")
-
-
-def image_processor(min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The family's PIL image processor (the checkpoints' settings) with the given pixel budget."""
-    from transformers import Qwen2VLImageProcessorPil
-
-    check_pixel_budget(min_pixels, max_pixels)
-    return Qwen2VLImageProcessorPil(
-        size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size=PATCH_SIZE,
-        temporal_patch_size=TEMPORAL_PATCH_SIZE, merge_size=MERGE_SIZE,
-        image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
-    )
-
-
-def load_image_processor(model_id: str, min_pixels: int, max_pixels: int, **hub_kwargs):
-    """A checkpoint's image processor (PIL backend) with the pixel budget replacing its own."""
-    from transformers import Qwen2VLImageProcessorPil
-
-    check_pixel_budget(min_pixels, max_pixels)
-    return Qwen2VLImageProcessorPil.from_pretrained(
-        model_id, size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, **hub_kwargs)
-
-
-_VISION_TOKENS = {"image": "<|image_pad|>", "video": "<|video_pad|>", "vision_start": "<|vision_start|>",
-                  "vision_end": "<|vision_end|>"}
-
-
-@lru_cache(maxsize=None)
-def processor_class():
-    """`Qwen3VLProcessor` without its video processor (a subclass, built on first use).
-
-    The real class requires a video processor, and transformers' only one needs torchvision;
-    images never use it. The subclass takes the image processor and the tokenizer and is
-    otherwise the real class (same image-token expansion, `mm_token_type_ids`, chat template);
-    its `from_pretrained` loads a real checkpoint's processor without the video part.
-    """
-    from transformers import ProcessorMixin, Qwen3VLProcessor
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        for kind, token in _VISION_TOKENS.items():
-            token = getattr(tokenizer, f"{kind}_token", None) or token
-            setattr(self, f"{kind}_token", token)
-            setattr(self, f"{kind}_token_id", tokenizer.convert_tokens_to_ids(token))
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    return type("Qwen3VLProcessorImageOnly", (Qwen3VLProcessor,), {"__init__": __init__, "__module__": __name__})
-
-
-# ---------------------------------------------------------------- smoke model
-
-_SMOKE_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=16, max_position_embeddings=32768)
+_SMOKE_TEXT = dict(hidden_size=_smoke.TEXT_HIDDEN, intermediate_size=2 * _smoke.TEXT_HIDDEN,
+                   num_hidden_layers=_smoke.TEXT_LAYERS, num_attention_heads=_smoke.TEXT_HEADS,
+                   num_key_value_heads=_smoke.TEXT_KV_HEADS, head_dim=16, max_position_embeddings=32768)
 _SMOKE_MROPE_SECTION = [4, 2, 2]  # temporal, height, width of the 8 rotary pairs of a 16-dim head (real: [24, 20, 20] of 64)
-_SMOKE_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+_SMOKE_VISION = dict(depth=_smoke.VISION_LAYERS, hidden_size=_smoke.VISION_HIDDEN,
+                     intermediate_size=2 * _smoke.VISION_HIDDEN, num_heads=2, out_hidden_size=_smoke.TEXT_HIDDEN,
                      num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
-_SMOKE_INITIALIZER_RANGE = 0.2
 _SMOKE_QK_NORM_GAIN = 3.0
 # Qwen3's RMS-normed queries and keys bound q.k by head_dim; with unit norm weights a tiny model's
 # attention is near uniform over a thousand image tokens and every image gets the same answer. A
 # gain of 3 on both norms (9x the logits) makes attention peaked, so tests discriminate.
 
 
-def build_smoke_tokenizer():
-    """Byte-level BPE trained locally with Qwen3-VL's added tokens (ChatML, no BOS; smoke ids)."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+class Qwen3VL(QwenFamily):
+    name = "qwen3_vl"
+    model_classes = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
+    processor_name = "Qwen3VLProcessor"
+    default_id = "Qwen/Qwen3-VL-8B-Instruct"
+    checkpoints = ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", default_id,
+                   "Qwen/Qwen3-VL-32B-Instruct", "Qwen/Qwen3-VL-30B-A3B-Instruct")
+    patch_size = 16
+    image_mean = (0.5, 0.5, 0.5)
+    image_std = (0.5, 0.5, 0.5)
+    chat_template = CHAT_TEMPLATE
+    special_tokens = SPECIAL_TOKENS
+    n_special = N_SPECIAL
+    vision_tokens = ("image", "video", "vision_start", "vision_end")
+    layer_depths = LayerDepths(QWEN_LM_DEPTHS.fractions, (
+        "no study of Qwen3-VL's attention as a localisation signal was found; its language model is a Qwen "
+        "LM of the same depths (28 / 36 layers), so it takes the Qwen2-based families' depths (DecAF's middle "
+        "layer, ViCrop's layer 22 of 28), far above the DeepStack layers 1..3 on every checkpoint"))
 
-    from pipeline.attention.smoke_models import _tokenizer_json
+    def smoke_config(self, tokenizer):
+        """A tiny `Qwen3VLConfig`: real geometry, interleaved M-RoPE, two DeepStack layers."""
+        import transformers as tf
 
-    special, plain = SPECIAL_TOKENS[:N_SPECIAL], SPECIAL_TOKENS[N_SPECIAL:]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json(special, None)), eos_token="<|im_end|>",
-        pad_token="<|endoftext|>", additional_special_tokens=list(special[1:]),
-    )
-    tokenizer.add_tokens(list(plain))
-    tokenizer.padding_side = "left"
-    return tokenizer
+        text = tf.Qwen3VLTextConfig(
+            vocab_size=len(tokenizer), initializer_range=_smoke.INITIALIZER_RANGE,
+            bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            rope_parameters={"rope_type": "default", "mrope_section": _SMOKE_MROPE_SECTION, "mrope_interleaved": True,
+                             "rope_theta": 5000000.0},
+            **_SMOKE_TEXT,
+        )
+        vision = tf.Qwen3VLVisionConfig(patch_size=self.patch_size, spatial_merge_size=self.merge_size,
+                                        temporal_patch_size=self.temporal_patch_size,
+                                        initializer_range=_smoke.INITIALIZER_RANGE, **_SMOKE_VISION)
+        return tf.Qwen3VLConfig(text_config=text, vision_config=vision, **self.vision_token_ids(tokenizer))
 
+    def build_smoke(self, seed, attn_implementation, min_pixels=None, max_pixels=None):
+        import torch
 
-def build_smoke_processor(min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The real processor class (image-only) with the smoke tokenizer and the real chat template."""
-    return processor_class()(image_processor=image_processor(min_pixels, max_pixels),
-                             tokenizer=build_smoke_tokenizer(), chat_template=CHAT_TEMPLATE)
-
-
-def smoke_config(tokenizer):
-    """A tiny `Qwen3VLConfig`: real geometry, interleaved M-RoPE, two DeepStack layers."""
-    import transformers as tf
-
-    ids = {f"{kind}_token_id": tokenizer.convert_tokens_to_ids(token) for kind, token in _VISION_TOKENS.items()}
-    text = tf.Qwen3VLTextConfig(
-        vocab_size=len(tokenizer), initializer_range=_SMOKE_INITIALIZER_RANGE,
-        bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        rope_parameters={"rope_type": "default", "mrope_section": _SMOKE_MROPE_SECTION, "mrope_interleaved": True,
-                         "rope_theta": 5000000.0},
-        **_SMOKE_TEXT,
-    )
-    vision = tf.Qwen3VLVisionConfig(patch_size=PATCH_SIZE, spatial_merge_size=MERGE_SIZE,
-                                    temporal_patch_size=TEMPORAL_PATCH_SIZE, initializer_range=_SMOKE_INITIALIZER_RANGE,
-                                    **_SMOKE_VISION)
-    config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
-    config.initializer_range = _SMOKE_INITIALIZER_RANGE
-    return config
+        model, processor = super().build_smoke(seed, attn_implementation, min_pixels, max_pixels)
+        for layer in model.model.language_model.layers:
+            torch.nn.init.constant_(layer.self_attn.q_norm.weight, _SMOKE_QK_NORM_GAIN)
+            torch.nn.init.constant_(layer.self_attn.k_norm.weight, _SMOKE_QK_NORM_GAIN)
+        return model, processor
 
 
-def build_smoke(seed: int = 0, attn_implementation: str = "sdpa", min_pixels: int = DEFAULT_MIN_PIXELS,
-                max_pixels: int = DEFAULT_MAX_PIXELS):
-    """Tiny random-weight (model, processor) of the real classes; `model.eval()`, float32, deterministic."""
-    import torch
-    import transformers as tf
-
-    processor = build_smoke_processor(min_pixels, max_pixels)
-    tokenizer = processor.tokenizer
-    config = smoke_config(tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = tf.Qwen3VLForConditionalGeneration._from_config(
-            config, attn_implementation=attn_implementation, dtype=torch.float32)
-    for layer in model.model.language_model.layers:
-        torch.nn.init.constant_(layer.self_attn.q_norm.weight, _SMOKE_QK_NORM_GAIN)
-        torch.nn.init.constant_(layer.self_attn.k_norm.weight, _SMOKE_QK_NORM_GAIN)
-    model.eval()
-    model.requires_grad_(False)
-    model.generation_config.bos_token_id = config.get_text_config().bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, processor
+FAMILY = Qwen3VL()
