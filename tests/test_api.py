@@ -3,6 +3,7 @@ random EfficientSAM ViT-T) and a small synthetic scene."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -237,7 +238,9 @@ def test_named_context_object_completes_the_amodal_mask(model, scene, monkeypatc
     target, other = objects[t], objects[o]
     answer = json.dumps({"occlusions": [{"object": category_phrase(target[1]),
                                          "occluded_by": [category_phrase(other[1])]}]})
-    monkeypatch.setattr(X, "generate_answers", lambda model, tok, prompts, n: ["Here: " + answer] * len(prompts))
+    real = X.generate_answer_batch
+    monkeypatch.setattr(X, "generate_answer_batch", lambda model, tok, prompts, n: dataclasses.replace(
+        real(model, tok, prompts, n), texts=["Here: " + answer] * len(prompts)))
     preds = model.predict_objects(rgb, [target, other])
     pred = preds[0]
     occ = pred.occlusion
@@ -298,12 +301,13 @@ def answer(monkeypatch, occluded_by):
 
     text = json.dumps({"occlusions": [{"object": "red box", "occluded_by": occluded_by}]})
     asked = []
+    real = X.generate_answer_batch
 
-    def generate_answers(model, tokenizer, prompts, n):
+    def generate_answer_batch(model, tokenizer, prompts, n):
         asked.extend(p.rendered for p in prompts)
-        return [text] * len(prompts)
+        return dataclasses.replace(real(model, tokenizer, prompts, n), texts=[text] * len(prompts))
 
-    monkeypatch.setattr(X, "generate_answers", generate_answers)
+    monkeypatch.setattr(X, "generate_answer_batch", generate_answer_batch)
     return asked
 
 

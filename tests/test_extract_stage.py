@@ -31,9 +31,12 @@ PARAMS = ExtractParams(layers=[0, -1], max_new_tokens=4, sink_removal=True, stor
 @pytest.mark.parametrize("family", family_names())
 def test_extract_end_to_end_and_prefix_reuse_equals_full_forward(dataset, tmp_path, family, caplog):
     vlm = load_vlm(VlmModelParams(profile="smoke", family=family, device="cpu"))
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         out = X.run_extract(vlm, dataset, PARAMS, tmp_path / "attention.h5", progress=False)
     assert X.SMOKE_LOG_LINE in caplog.text
+    # the occlusion answer's prefill serves the target prompts too
+    assert f"image prefills per image: 1.00 ({len(dataset.images)} prefills for {len(dataset.images)} images)" in caplog.text
+    assert "prefilled apart" not in caplog.text
     assert not (tmp_path / "attention.h5.parts").exists()
     info = read_info(out)
     n_layers = vlm.model.config.get_text_config().num_hidden_layers
@@ -79,7 +82,9 @@ def test_occlusion_answer_is_parsed_and_matched(dataset, tmp_path, onevision, mo
 
     answer = json.dumps({"occlusions": [{"object": category_phrase(a.category_name),
                                          "occluded_by": [category_phrase(b.category_name), "unicorn"]}]})
-    monkeypatch.setattr(X, "generate_answers", lambda model, tok, prompts, n: ["Sure. " + answer] * len(prompts))
+    real = X.generate_answer_batch
+    monkeypatch.setattr(X, "generate_answer_batch", lambda model, tok, prompts, n: dataclasses.replace(
+        real(model, tok, prompts, n), texts=["Sure. " + answer] * len(prompts)))
     params = ExtractParams(layers=[-1], max_new_tokens=4)
     out = X.run_extract(onevision, dataset, params, tmp_path / "a.h5", progress=False)
     im = next(iter_images(out))

@@ -3,7 +3,8 @@ written to the attention cache (`pipeline/attention/cache.py`), resumably.
 
 Per batch of `extract.generation_batch` images (`occlusion_answers`): the occlusion prompts
 (template `occlusion` with each image's phrases) answered greedily in one `generate` call
-(`generation.py`: left padding, stop at the end of the JSON answer; equal to one-at-a-time).
+(`generation.py`: left padding, stop at the end of the JSON answer; equal to one-at-a-time);
+the call's KV cache is kept for the batch's images.
 
 Per image (`extract_image`):
 1. prompts: one target prompt per instance (template `target` with the instance's phrase and
@@ -15,7 +16,13 @@ Per image (`extract_image`):
    shared token prefix (the longest common prefix of all the image's prompts, cut before the
    first query row; it must contain every image token) are prefilled once and each prompt's
    suffix runs on that KV cache; without reuse every prompt is a full forward. Both give the
-   same maps (tests/test_extract_stage.py);
+   same maps (tests/test_extract_stage.py). The occlusion prompt counts among the image's
+   prompts: both templates follow the image, so their shared prefix holds the system turn,
+   the image and the text before the question, and that prefix is cut out of the occlusion
+   answer's KV cache (`prefix_reuse.prefix_from_batch`) instead of being prefilled again:
+   one image prefill per image. Where the occlusion prompt does not share the image prefix
+   (a template that puts text before the image), or the answer has no cache, the targets'
+   prefix is prefilled on its own and the reason is logged once;
 4. the occlusion answer (generated for the batch, or here when none is given), parsed and
    matched (`occlusion.py`); a parse failure is recorded as the image's occlusion_error;
 5. the captured rows of all instances, moved to the host in one copy (no per-instance
@@ -25,7 +32,8 @@ The stage (`run_extract`) loops over the dataset's images with tqdm (in batches 
 `generation_batch` for the occlusion answers), writes each finished
 image to its own part file (atomic), skips images whose part exists on a re-run, and merges
 the parts into the cache atomically at the end. Run as several processes, each takes its
-shard of the images and the last to finish merges (`pipeline/scaling/`).
+shard of the images and the last to finish merges (`pipeline/scaling/`). It logs the image
+prefills per image (`image_prefills.py`): 1 with prefix reuse and a shared occlusion prefix.
 """
 
 from __future__ import annotations
@@ -33,13 +41,16 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.attention import maps as M
 from pipeline.attention.capture import rows_to_host
-from pipeline.attention.generation import generate_answers
+from pipeline.attention.generation import AnswerBatch, generate_answer_batch
+from pipeline.attention.image_prefills import ImagePrefillCounter
+from pipeline.attention.prefix_reuse import PrefixShareError, PrefixState, prefix_from_batch
 from pipeline.attention.cache import (
     AttentionCacheWriter, CacheFormatError, CacheInfo, ImageAttention, InstanceAttention, read_info,
 )
@@ -98,15 +109,21 @@ class FullForwardRunner:
 
 class PrefixReuseRunner:
     """The image and the shared prompt prefix are prefilled once (`prefix_reuse.py`); each
-    prompt's suffix then runs on that KV cache."""
+    prompt's suffix then runs on that KV cache. `state`: that prefix of `first` prefilled
+    already (e.g. by its occlusion answer); None = prefilled here."""
 
-    def __init__(self, model, tokenizer, layers: list[int], first: EncodedPrompt, prefix_len: int):
+    def __init__(self, model, tokenizer, layers: list[int], first: EncodedPrompt, prefix_len: int,
+                 state: PrefixState | None = None):
         from pipeline.attention.prefix_reuse import prefill
 
         self.model, self.tokenizer, self.layers = model, tokenizer, layers
         self.prefix_len = prefix_len
         self.prefix_ids = first.input_ids[:prefix_len]
-        self.state = prefill(model, _to_model(first.model_inputs, model), prefix_len)
+        if state is None:
+            state = prefill(model, _to_model(first.model_inputs, model), prefix_len)
+        elif state.prefix_len != prefix_len or not np.array_equal(state.prefix_ids[0].cpu().numpy(), self.prefix_ids):
+            raise RuntimeError("the given prefix state does not hold the prompt's prefix")
+        self.state = state
 
     def _suffix(self, prompt: EncodedPrompt):
         if not np.array_equal(prompt.input_ids[: self.prefix_len], self.prefix_ids):
@@ -139,7 +156,7 @@ def shared_prefix_length(prompts: list[EncodedPrompt]) -> int:
         common += 1
     last_image = max(int(p.image_positions[-1]) for p in prompts)
     if common <= last_image:
-        raise RuntimeError(
+        raise PrefixShareError(
             f"the prompts share only {common} leading tokens but the image tokens reach position "
             f"{last_image}: the templates must put the image before any text that differs"
         )
@@ -166,11 +183,14 @@ def load_image(record: ImageRecord):
 
 @dataclass
 class OcclusionAnswer:
-    """An image's occlusion prompt (its image inputs are reused by the target prompts) and
-    the model's raw answer."""
+    """An image's occlusion prompt (its image inputs are reused by the target prompts), the
+    model's raw answer, and the batch it was generated in (row `row` of `batch`, whose KV
+    cache holds the prompt prefilled; None = no cache to share)."""
 
     prompt: EncodedPrompt
     text: str
+    batch: AnswerBatch | None = None
+    row: int = 0
 
 
 def image_phrases(record: ImageRecord, params: ExtractParams) -> dict[int, str]:
@@ -203,10 +223,46 @@ def occlusion_answers(vlm, jobs: list[ImageJob], params: ExtractParams,
     answers: list[OcclusionAnswer | None] = [None] * len(jobs)
     for start in range(0, len(asked), params.generation_batch):
         chunk = asked[start:start + params.generation_batch]
-        texts = generate_answers(vlm.model, vlm.processor.tokenizer, [prompts[i] for i in chunk], params.max_new_tokens)
-        for i, text in zip(chunk, texts):
-            answers[i] = OcclusionAnswer(prompts[i], text)
+        batch = generate_answer_batch(vlm.model, vlm.processor.tokenizer, [prompts[i] for i in chunk],
+                                      params.max_new_tokens)
+        for row, (i, text) in enumerate(zip(chunk, batch.texts)):
+            answers[i] = OcclusionAnswer(prompts[i], text, batch, row)
     return answers
+
+
+NO_SHARED_IMAGE_PREFIX = "the occlusion and target prompts differ before the end of the image tokens"
+
+
+@lru_cache(maxsize=None)
+def _log_separate_prefill(reason: str) -> None:
+    """Say once per reason why images are prefilled twice."""
+    log.warning("the target prompts are prefilled apart from the occlusion prompt (two image prefills "
+                "per image): %s", reason)
+
+
+def _occlusion_prefix(model, prompts: list[EncodedPrompt], answer: OcclusionAnswer) -> tuple[int, PrefixState]:
+    """(prefix length, state) of the image prefix shared by the occlusion and target prompts,
+    cut from the occlusion answer's KV cache; PrefixShareError saying why there is none."""
+    if answer.batch is None:
+        raise PrefixShareError("the occlusion answer kept no KV cache")
+    try:
+        prefix_len = shared_prefix_length([answer.prompt, *prompts])
+    except PrefixShareError:
+        raise PrefixShareError(NO_SHARED_IMAGE_PREFIX) from None
+    return prefix_len, prefix_from_batch(model, answer.batch, answer.row, prefix_len)
+
+
+def prefix_runner(model, tokenizer, layers: list[int], prompts: list[EncodedPrompt],
+                  answer: OcclusionAnswer | None) -> PrefixReuseRunner:
+    """The prefix-reuse runner of an image's target `prompts`: on the occlusion answer's KV
+    cache when its prompt shares the image prefix with them, else on a prefill of their own."""
+    if answer is not None:
+        try:
+            prefix_len, state = _occlusion_prefix(model, prompts, answer)
+            return PrefixReuseRunner(model, tokenizer, layers, answer.prompt, prefix_len, state)
+        except PrefixShareError as e:
+            _log_separate_prefill(str(e))
+    return PrefixReuseRunner(model, tokenizer, layers, prompts[0], shared_prefix_length(prompts))
 
 
 def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], reuse_prefix: bool = True,
@@ -260,7 +316,7 @@ def extract_image(vlm, job: ImageJob, params: ExtractParams, layers: list[int], 
             raise RuntimeError(f"image {record.id}: prompts place the image tokens differently")
 
     if reuse_prefix:
-        runner = PrefixReuseRunner(model, processor.tokenizer, layers, prompts[0], shared_prefix_length(prompts))
+        runner = prefix_runner(model, processor.tokenizer, layers, prompts, answer)
     else:
         runner = FullForwardRunner(model, processor.tokenizer, layers)
 
@@ -381,7 +437,9 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
     if done:
         log.info("resuming: %d of %d images already extracted", len(mine) - len(todo), len(mine))
     enable_capture(vlm.model)
-    with torch.inference_mode(), tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
+    extracted = 0
+    with ImagePrefillCounter(vlm.model) as prefills, torch.inference_mode(), \
+            tqdm(total=len(todo), desc="extract", unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), params.generation_batch):
             jobs = []
             for record in todo[start:start + params.generation_batch]:
@@ -391,16 +449,27 @@ def run_extract(vlm, dataset: AmodalDataset, params: ExtractParams, out: str | o
                     handle_image_error(on_error, "extract", record, e, skips)
                     write_skip_part(parts_dir(out), skips[-1])
                     bar.update()
-            for job, answer in zip(jobs, occlusion_answers(vlm, jobs, params)):
-                writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix, answer=answer))
-                clear_skip_part(parts_dir(out), job.record.id)
-                bar.update()
+            extracted += _extract_batch(vlm, jobs, params, layers, reuse_prefix, writer, parts_dir(out), bar)
+    if extracted:
+        log.info("image prefills per image: %.2f (%d prefills for %d images)",
+                 prefills.per_image(extracted), prefills.count, extracted)
     merged = merge_when_complete(
         parts_dir(out), lambda: unfinished(parts_dir(out), missing_parts(out, all_ids)),
         lambda: merge_cache(out, dataset, info, max_skipped_fraction), shard, str(out))
     if merged is not None:
         log.info("wrote %s (%d images, %d skipped)", out, len(all_ids), len(skipped_image_ids(merged)))
     return out
+
+
+def _extract_batch(vlm, jobs: list[ImageJob], params: ExtractParams, layers: list[int], reuse_prefix: bool,
+                   writer: AttentionCacheWriter, parts: Path, bar) -> int:
+    """Extract and write one batch of images (their occlusion answers in one `generate`);
+    the batch's KV cache is freed on return, before the next batch is generated."""
+    for job, answer in zip(jobs, occlusion_answers(vlm, jobs, params)):
+        writer.write_image(extract_image(vlm, job, params, layers, reuse_prefix, answer=answer))
+        clear_skip_part(parts, job.record.id)
+        bar.update()
+    return len(jobs)
 
 
 def merge_cache(out: str | os.PathLike, dataset: AmodalDataset, info: CacheInfo | None,

@@ -18,16 +18,22 @@ together:
 - stopping (`JsonAnswerStop`): a row also ends as soon as its answer is complete JSON, i.e.
   the text from its first "{" decodes as one JSON value (`occlusion.answer_is_complete`):
   its parsed answer can no longer change, so decoding on to `max_new_tokens` would only
-  add tokens the parser ignores. The call ends when every row has ended.
+  add tokens the parser ignores. The call ends when every row has ended;
+- the KV cache (`generate_answer_batch`): `generate` leaves the KV cache of the whole batch
+  behind; `AnswerBatch` keeps it with each row's left padding (and, for M-RoPE models, each
+  row's rope_deltas), so the target prompts of an image can run on the prefix its occlusion
+  prompt already prefilled (`prefix_reuse.prefix_from_batch`): one image prefill per image.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from pipeline.attention.occlusion import answer_is_complete
+from pipeline.attention.prefix_reuse import model_rope_deltas
 from pipeline.attention.prompts import EncodedPrompt
 
 _TEXT_KEYS = ("input_ids", "attention_mask")
@@ -114,9 +120,28 @@ def pad_token_id(model, tokenizer) -> int:
     return int(eos if isinstance(eos, int) else eos[0])
 
 
-def generate_answers(model, tokenizer, prompts: Sequence[EncodedPrompt], max_new_tokens: int,
-                     stop_at_json: bool = True) -> list[str]:
-    """Greedy answers to `prompts` in ONE `generate` call (special tokens removed), in order."""
+@dataclass
+class AnswerBatch:
+    """Greedy answers of a batch of prompts and the KV cache their `generate` call left behind.
+
+    cache        DynamicCache of batch B: row i holds `padding[i]` pad positions, then its
+                 prompt, then its answer tokens (the cache ends one token before the longest)
+    padding      left padding of each row
+    input_ids    int64 [B, L] the padded prompts (L = the padded prompt length)
+    rope_deltas  [B, 1] the M-RoPE offsets of the rows' text positions (None: no M-RoPE)
+    """
+
+    texts: list[str]
+    cache: object
+    padding: list[int]
+    input_ids: torch.Tensor
+    rope_deltas: torch.Tensor | None = None
+
+
+def generate_answer_batch(model, tokenizer, prompts: Sequence[EncodedPrompt], max_new_tokens: int,
+                          stop_at_json: bool = True) -> AnswerBatch:
+    """Greedy answers to `prompts` in ONE `generate` call (special tokens removed), in order,
+    with the batch's KV cache."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     pad = pad_token_id(model, tokenizer)
@@ -131,5 +156,17 @@ def generate_answers(model, tokenizer, prompts: Sequence[EncodedPrompt], max_new
         out = model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             temperature=None, top_p=None, top_k=None, pad_token_id=pad, stopping_criteria=stopping,
+            return_dict_in_generate=True,
         )
-    return tokenizer.batch_decode(out[:, prompt_len:].tolist(), skip_special_tokens=True)
+    texts = tokenizer.batch_decode(out.sequences[:, prompt_len:].tolist(), skip_special_tokens=True)
+    padding = [prompt_len - len(p.input_ids) for p in prompts]
+    rope_deltas = model_rope_deltas(model)  # set by this call's prefill, before any other forward
+    if rope_deltas is not None and rope_deltas.shape[0] != len(prompts):
+        raise RuntimeError(f"the model kept rope_deltas of {rope_deltas.shape[0]} rows for a batch of {len(prompts)}")
+    return AnswerBatch(texts, out.cache, padding, inputs["input_ids"], rope_deltas)
+
+
+def generate_answers(model, tokenizer, prompts: Sequence[EncodedPrompt], max_new_tokens: int,
+                     stop_at_json: bool = True) -> list[str]:
+    """Greedy answers to `prompts` in ONE `generate` call (special tokens removed), in order."""
+    return generate_answer_batch(model, tokenizer, prompts, max_new_tokens, stop_at_json).texts

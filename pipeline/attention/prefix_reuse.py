@@ -8,6 +8,14 @@ the cache back to the prefix afterwards, so instances never see each other (test
 result equals a full forward of prefix + suffix, and that B after A equals B alone).
 `generate_from_prefix` answers a question (greedy decoding) from the same prefix.
 
+`prefix_from_batch` takes the prefix from the KV cache that a batched `generate` call left
+behind (`generation.AnswerBatch`: the occlusion prompts of several images, left-padded):
+the row's prefix positions without its padding, so an image whose occlusion prompt starts
+with the shared prefix of its target prompts is prefilled once for both. Left padding
+changes neither the positions (`generate` derives them from the attention mask, M-RoPE
+included) nor the keys and values of the real tokens (padding is masked out), so the state
+equals `prefill` of the prefix alone to float rounding (tests/test_generation.py).
+
 M-RoPE models (Qwen2-VL, Qwen2.5-VL) compute their 3-D position ids themselves: the prefill
 (cache empty) derives them from `image_grid_thw` and `mm_token_type_ids` and keeps the
 offset of the text positions after the image in the model (`rope_deltas`); a forward on a
@@ -37,11 +45,15 @@ class PrefixState:
     cache: object  # transformers DynamicCache holding exactly `prefix_len` positions
     prefix_len: int
     prefix_ids: torch.Tensor  # int64 [1, prefix_len]
-    next_logits: torch.Tensor  # float [1, V]: logits after the last prefix token
     rope_deltas: torch.Tensor | None = None  # M-RoPE models: the model's rope_deltas after the prefill
 
 
-def _image_token_ids(model) -> list[int]:
+class PrefixShareError(RuntimeError):
+    """Prompts cannot share one prefilled prefix (the reason is the message)."""
+
+
+def image_token_ids(model) -> list[int]:
+    """The model's image (and video) placeholder token ids."""
     ids = [getattr(model.config, name, None) for name in ("image_token_id", "video_token_id")]
     return [int(i) for i in ids if i is not None]
 
@@ -50,6 +62,12 @@ def _mrope_model(model):
     """The inner model holding `rope_deltas` (M-RoPE families), else None."""
     inner = getattr(model, "model", None)
     return inner if hasattr(inner, "rope_deltas") else None
+
+
+def model_rope_deltas(model) -> torch.Tensor | None:
+    """The rope_deltas an M-RoPE model kept from its latest prefill ([B, 1]); None otherwise."""
+    mrope = _mrope_model(model)
+    return None if mrope is None else mrope.rope_deltas
 
 
 def _check_cache(state: PrefixState) -> None:
@@ -84,7 +102,7 @@ def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
     if mask is not None and not bool(mask[:, :prefix_len].all()):
         raise ValueError("the prompt prefix contains padding (attention_mask 0); pass an unpadded prompt")
     prefix_ids = input_ids[:, :prefix_len]
-    for token_id in _image_token_ids(model):
+    for token_id in image_token_ids(model):
         n_all, n_prefix = int((input_ids == token_id).sum()), int((prefix_ids == token_id).sum())
         if n_all != n_prefix:
             raise ValueError(f"{n_all - n_prefix} of {n_all} image tokens (id {token_id}) lie after "
@@ -95,10 +113,36 @@ def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
     with torch.no_grad():
         out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids),
                     cache=cache, use_cache=True, logits_to_keep=1, **extra)
-    mrope = _mrope_model(model)
-    state = PrefixState(cache=out.cache, prefix_len=prefix_len,
-                        prefix_ids=prefix_ids.clone(), next_logits=out.logits[:, -1].float(),
-                        rope_deltas=None if mrope is None else mrope.rope_deltas)
+    state = PrefixState(cache=out.cache, prefix_len=prefix_len, prefix_ids=prefix_ids.clone(),
+                        rope_deltas=model_rope_deltas(model))
+    _check_cache(state)
+    return state
+
+
+def prefix_from_batch(model, batch, row: int, prefix_len: int) -> PrefixState:
+    """The state of the first `prefix_len` prompt tokens of row `row` of `batch` (a
+    `generation.AnswerBatch`), copied out of the KV cache of its `generate` call.
+
+    The copy holds that row's positions only (no padding, batch 1), so it behaves as
+    `prefill` of the same prefix; the batch's cache is left as it is. The caller makes sure
+    the prefix holds the whole image (its image tokens were prefilled in the batch).
+    """
+    from transformers import DynamicCache
+
+    start = batch.padding[row]
+    if not 0 < prefix_len <= batch.input_ids.shape[1] - start:
+        raise ValueError(f"prefix_len {prefix_len} outside 1..{batch.input_ids.shape[1] - start} (row {row})")
+    rows = []
+    for layer in batch.cache.layers:
+        if layer.is_sliding:
+            raise PrefixShareError("the model's cache has sliding-window layers, which keep only their "
+                                   "window of a generated batch")
+        rows.append((layer.keys[row:row + 1, :, start:start + prefix_len],
+                     layer.values[row:row + 1, :, start:start + prefix_len]))
+    state = PrefixState(
+        cache=DynamicCache(ddp_cache_data=rows, config=model.config), prefix_len=prefix_len,
+        prefix_ids=batch.input_ids[row:row + 1, start:start + prefix_len].clone(),
+        rope_deltas=None if batch.rope_deltas is None else batch.rope_deltas[row:row + 1])
     _check_cache(state)
     return state
 
@@ -106,7 +150,7 @@ def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
 def _check_suffix(model, state: PrefixState, suffix_ids: torch.Tensor) -> None:
     if suffix_ids.ndim != 2 or suffix_ids.shape[0] != 1 or suffix_ids.shape[1] == 0:
         raise ValueError(f"suffix_ids must be [1, S] with S >= 1, got shape {tuple(suffix_ids.shape)}")
-    for token_id in _image_token_ids(model):
+    for token_id in image_token_ids(model):
         if bool((suffix_ids == token_id).any()):
             raise ValueError(f"suffix contains image token id {token_id}: images belong in the prefix")
     _check_cache(state)
