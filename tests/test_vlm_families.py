@@ -180,3 +180,15 @@ def test_checkpoint_folder_loads_through_the_real_processor(family, shared_refer
     assert np.all(np.diff(positions) == 1)
     depth = vlm.model.config.get_text_config().num_hidden_layers
     assert all(0 <= i < depth for i in resolve_layers("auto", depth, family))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_readme_family_table_row(family):
+    """README's family table names every family with its default layers and its hub ids."""
+    from pathlib import Path
+
+    fam = get_family(family)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{family}` |")]
+    assert ", ".join(f"{f:g}" for f in fam.layer_depths.fractions) in row
+    assert all(f"`{checkpoint}`" in row for checkpoint in fam.checkpoints)

@@ -11,8 +11,8 @@ together:
   [1, P, 3, S, S] padded with zero patches to the batch's largest P (`image_sizes` tell the
   model how many patches are real, the padding is never read); a flat patch list per prompt
   (Qwen's `pixel_values` [N, D], with `image_grid_thw` giving each image's share) is
-  concatenated as it is; inputs aligned with the tokens (`mm_token_type_ids`) are left-padded
-  with 0 (text) like the ids;
+  concatenated as it is; inputs aligned with the tokens (the family's `per_token_inputs`, e.g.
+  `mm_token_type_ids`) are left-padded with 0 (text) like the ids;
 - decoding: greedy (argmax), the model's end tokens end a row, as generating each prompt
   alone does; the answers equal one-at-a-time greedy answers (tests, all three families);
 - stopping (`JsonAnswerStop`): a row also ends as soon as its answer is complete JSON, i.e.
@@ -35,9 +35,9 @@ import torch
 from pipeline.attention.occlusion import answer_is_complete
 from pipeline.attention.prefix_reuse import model_rope_deltas
 from pipeline.attention.prompts import EncodedPrompt
+from pipeline.vlm_families import family_of_config
 
 _TEXT_KEYS = ("input_ids", "attention_mask")
-_PER_TOKEN_KEYS = ("mm_token_type_ids",)  # aligned with input_ids: left-padded like them, 0 = text
 
 
 class JsonAnswerStop:
@@ -75,8 +75,9 @@ def _pad_patches(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def batch_inputs(prompts: Sequence[EncodedPrompt], pad_token_id: int) -> dict:
-    """The prompts' model inputs as one left-padded batch (see module docstring)."""
+def batch_inputs(prompts: Sequence[EncodedPrompt], pad_token_id: int, per_token_keys: Sequence[str] = ()) -> dict:
+    """The prompts' model inputs as one left-padded batch (see module docstring); `per_token_keys`:
+    the inputs aligned with the tokens (the family's `per_token_inputs`)."""
     if not prompts:
         raise ValueError("batch_inputs needs at least one prompt")
     keys = set(prompts[0].model_inputs)
@@ -95,7 +96,7 @@ def batch_inputs(prompts: Sequence[EncodedPrompt], pad_token_id: int) -> dict:
         tensors = [p.model_inputs[key] for p in prompts]
         if not all(isinstance(t, torch.Tensor) for t in tensors):
             raise ValueError(f"input {key!r} is not a tensor in every prompt")
-        if key in _PER_TOKEN_KEYS:
+        if key in per_token_keys:  # aligned with input_ids: left-padded like them, 0 = text
             batch[key] = torch.zeros((len(prompts), length), dtype=tensors[0].dtype)
             for row, t in enumerate(tensors):
                 batch[key][row, length - t.shape[-1]:] = t.reshape(-1)
@@ -145,7 +146,7 @@ def generate_answer_batch(model, tokenizer, prompts: Sequence[EncodedPrompt], ma
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     pad = pad_token_id(model, tokenizer)
-    batch = batch_inputs(prompts, pad)
+    batch = batch_inputs(prompts, pad, family_of_config(model.config).per_token_inputs)
     inputs = {}
     for key, value in batch.items():
         value = value.to(model.device)

@@ -16,7 +16,7 @@ changes neither the positions (`generate` derives them from the attention mask, 
 included) nor the keys and values of the real tokens (padding is masked out), so the state
 equals `prefill` of the prefix alone to float rounding (tests/test_generation.py).
 
-M-RoPE models (Qwen2-VL, Qwen2.5-VL) compute their 3-D position ids themselves: the prefill
+M-RoPE models (the Qwen-VL families) compute their 3-D position ids themselves: the prefill
 (cache empty) derives them from `image_grid_thw` and `mm_token_type_ids` and keeps the
 offset of the text positions after the image in the model (`rope_deltas`); a forward on a
 non-empty cache without attention mask continues at cache length + that offset. The prefix
@@ -33,9 +33,9 @@ from typing import Sequence
 import torch
 
 from pipeline.attention.capture import CAPTURE_ATTN, capture_rows, device_tensor, enable_capture
+from pipeline.vlm_families import family_of_config
 
 _TEXT_ONLY_KEYS = ("input_ids", "attention_mask")
-_PER_TOKEN_KEYS = ("mm_token_type_ids",)  # processor outputs aligned with input_ids: cut to the prefix
 
 
 @dataclass
@@ -58,16 +58,10 @@ def image_token_ids(model) -> list[int]:
     return [int(i) for i in ids if i is not None]
 
 
-def _mrope_model(model):
-    """The inner model holding `rope_deltas` (M-RoPE families), else None."""
-    inner = getattr(model, "model", None)
-    return inner if hasattr(inner, "rope_deltas") else None
-
-
 def model_rope_deltas(model) -> torch.Tensor | None:
-    """The rope_deltas an M-RoPE model kept from its latest prefill ([B, 1]); None otherwise."""
-    mrope = _mrope_model(model)
-    return None if mrope is None else mrope.rope_deltas
+    """The rope_deltas an M-RoPE model kept from its latest prefill ([B, 1]); None otherwise
+    (the family's `rope_state`)."""
+    return family_of_config(model.config).rope_state(model)
 
 
 def _check_cache(state: PrefixState) -> None:
@@ -107,7 +101,8 @@ def prefill(model, inputs: dict, prefix_len: int) -> PrefixState:
         if n_all != n_prefix:
             raise ValueError(f"{n_all - n_prefix} of {n_all} image tokens (id {token_id}) lie after "
                              f"prefix_len {prefix_len}: the prefix must hold the whole image")
-    extra = {k: v[:, :prefix_len] if k in _PER_TOKEN_KEYS else v
+    per_token = family_of_config(model.config).per_token_inputs  # aligned with input_ids: cut to the prefix
+    extra = {k: v[:, :prefix_len] if k in per_token else v
              for k, v in inputs.items() if k not in _TEXT_ONLY_KEYS}
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
@@ -173,11 +168,7 @@ def _forward_on_cache(model, cache, past_len: int, ids: torch.Tensor):
 
 def _restore_rope_deltas(model, state: PrefixState) -> None:
     """Give an M-RoPE model back the rope_deltas of this prefix (another prefill replaces them)."""
-    mrope = _mrope_model(model)
-    if mrope is not None:
-        if state.rope_deltas is None:
-            raise RuntimeError("the prefix was prefilled without M-RoPE rope_deltas but the model uses them")
-        mrope.rope_deltas = state.rope_deltas
+    family_of_config(model.config).restore_rope_state(model, state.rope_deltas)
 
 
 def run_suffix(model, state: PrefixState, suffix_ids: torch.Tensor, target_rows: Sequence[int],

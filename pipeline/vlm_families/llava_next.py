@@ -6,6 +6,7 @@ from __future__ import annotations
 from pipeline.vlm_families._anyres import AnyresFamily
 from pipeline.vlm_families._llava import scaled
 from pipeline.vlm_families.family import LayerDepths
+from pipeline.vlm_families.llava import FAMILY as LLAVA
 
 _PINPOINTS_336 = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # the real ones
 SMOKE_CHAT_TEMPLATE = (
@@ -29,7 +30,7 @@ class LlavaNext(AnyresFamily):
     processor_name = "LlavaNextProcessor"
     default_id = "llava-hf/llava-v1.6-mistral-7b-hf"
     checkpoints = (default_id,)
-    layer_depths = LayerDepths((0.31, 0.44), (
+    layer_depths = LayerDepths(LLAVA.layer_depths.fractions, (
         "no layer study was found for LLaVA-NeXT (Mistral-7B, 32 layers); it shares LLaVA-1.5's recipe "
         "and a 32-layer 7B language model, so it takes LLaVA-1.5's depths"))
 

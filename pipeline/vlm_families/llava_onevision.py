@@ -15,7 +15,7 @@ from pipeline.vlm_families._llava import (
     IMAGE_TOKEN, VIDEO_TOKEN, VISION_IMAGE_SIZE, VISION_PATCH_SIZE, scaled, text_config, vision_kwargs,
 )
 from pipeline.vlm_families._placement import check_same
-from pipeline.vlm_families.family import LayerDepths
+from pipeline.vlm_families._qwen import QWEN_LM_DEPTHS
 from pipeline.vlm_families.llava_next import LlavaNext
 
 _STEPS_384 = [384, 768, 1152, 1536, 1920, 2304]  # the real pinpoints are all pairs of these
@@ -52,9 +52,7 @@ class LlavaOnevision(LlavaNext):
     default_id = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
     checkpoints = (default_id,)
     token_size = "one 14-px SigLIP patch of the base view or of a 384-px anyres tile (downsampled past 9 tiles)"
-    layer_depths = LayerDepths((0.5, 0.79), (
-        "Qwen2-based models (28 layers): DecAF reads the middle layer (~14 of 28 = 0.5), ViCrop layer 22 of "
-        "28 (0.79); cross-modal flow concentrates in the middle layers (Kaduri et al.)"))
+    layer_depths = QWEN_LM_DEPTHS  # its language model is Qwen2
 
     def processor_class(self):
         return _processor_class()
