@@ -14,7 +14,6 @@ from pipeline.attention.capture import (
     CAPTURE_ATTN,
     _row_probabilities,
     capture_rows,
-    disable_capture,
     enable_capture,
 )
 from pipeline.vlm_families import build_smoke_vlm

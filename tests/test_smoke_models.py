@@ -36,18 +36,14 @@ def family_vlm(request):
     return request.param, model, processor
 
 
-def test_real_classes_and_gqa(family_vlm):
+def test_real_classes_and_tower_size(family_vlm):  # the rest of the contract: test_vlm_families.py
     family, model, processor = family_vlm
     model_cls, proc_cls, text_cfg_cls, _ = EXPECTED[family]
     assert type(model).__name__ == model_cls
     assert any(c.__name__ == proc_cls for c in type(processor).__mro__)
     text_cfg = model.config.get_text_config()
     assert type(text_cfg).__name__ == text_cfg_cls
-    assert text_cfg.num_key_value_heads < text_cfg.num_attention_heads
     assert model.config.vision_config.image_size == VISION_IMAGE_SIZE
-    assert not model.training
-    assert next(model.parameters()).dtype == torch.float32
-    assert model.config.name_or_path == f"smoke/{family}"
 
 
 def test_chat_template_style_and_forward(family_vlm):
@@ -81,21 +77,6 @@ def test_anyres_tiling_happens(family_vlm):
     n_tall = int((tall["input_ids"] == model.config.image_token_id).sum())
     n_base = (VISION_IMAGE_SIZE // 14) ** 2
     assert n_wide > 2 * n_base and n_tall > 2 * n_base
-
-
-def test_deterministic_per_seed():
-    a, _ = build_smoke_vlm("llava_next", seed=5)
-    b, _ = build_smoke_vlm("llava_next", seed=5)
-    c, _ = build_smoke_vlm("llava_next", seed=6)
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(pa, pb), name
-    assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
-    # building does not disturb the caller's random stream
-    torch.manual_seed(0)
-    x = torch.rand(3)
-    torch.manual_seed(0)
-    build_smoke_vlm("llava", seed=9)
-    assert torch.equal(torch.rand(3), x)
 
 
 def test_tokenizers_special_tokens():
