@@ -17,12 +17,13 @@ Per image (`extract_image`):
    first query row; it must contain every image token) are prefilled once and each prompt's
    suffix runs on that KV cache; without reuse every prompt is a full forward. Both give the
    same maps (tests/test_extract_stage.py). The occlusion prompt counts among the image's
-   prompts: both templates follow the image, so their shared prefix holds the system turn,
-   the image and the text before the question, and that prefix is cut out of the occlusion
-   answer's KV cache (`prefix_reuse.prefix_from_batch`) instead of being prefilled again:
-   one image prefill per image. Where the occlusion prompt does not share the image prefix
-   (a template that puts text before the image), or the answer has no cache, the targets'
-   prefix is prefilled on its own and the reason is logged once;
+   prompts: `render_chat` puts the image before the question in every prompt, so the prefix
+   it shares with the target prompts holds the chat template's text up to the image and the
+   image itself (a few text tokens shorter than the targets' own common prefix), and that
+   prefix is cut out of the occlusion answer's KV cache (`prefix_reuse.prefix_from_batch`)
+   instead of being prefilled again: one image prefill per image. Where the occlusion prompt
+   does not share the image prefix, or the answer kept no cache, the targets' prefix is
+   prefilled on its own and the reason is logged once;
 4. the occlusion answer (generated for the batch, or here when none is given), parsed and
    matched (`occlusion.py`); a parse failure is recorded as the image's occlusion_error;
 5. the captured rows of all instances, moved to the host in one copy (no per-instance
@@ -240,7 +241,7 @@ def _log_separate_prefill(reason: str) -> None:
                 "per image): %s", reason)
 
 
-def _occlusion_prefix(model, prompts: list[EncodedPrompt], answer: OcclusionAnswer) -> tuple[int, PrefixState]:
+def occlusion_prefix(model, prompts: list[EncodedPrompt], answer: OcclusionAnswer) -> tuple[int, PrefixState]:
     """(prefix length, state) of the image prefix shared by the occlusion and target prompts,
     cut from the occlusion answer's KV cache; PrefixShareError saying why there is none."""
     if answer.batch is None:
@@ -258,7 +259,7 @@ def prefix_runner(model, tokenizer, layers: list[int], prompts: list[EncodedProm
     cache when its prompt shares the image prefix with them, else on a prefill of their own."""
     if answer is not None:
         try:
-            prefix_len, state = _occlusion_prefix(model, prompts, answer)
+            prefix_len, state = occlusion_prefix(model, prompts, answer)
             return PrefixReuseRunner(model, tokenizer, layers, answer.prompt, prefix_len, state)
         except PrefixShareError as e:
             _log_separate_prefill(str(e))
