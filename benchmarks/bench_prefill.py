@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_prefill.py [--images 8] [--batch 8] [--instances 3]
         [--text-layers 4] [--max-new-tokens 16] [--reps 2] [--threads N]
 
-Model: the smoke LLaVA-OneVision (`smoke_models.py`: its processor, tokenizer and tiny SigLIP
+Model: the smoke LLaVA-OneVision (`pipeline/vlm_families`: its processor, tokenizer and tiny SigLIP
 tower, so the anyres tiling is real) with the language model widened to
 llava-onevision-qwen2-0.5b-ov's width (hidden 896, 14 heads, 2 KV heads, intermediate 4864,
 from `../shared/reference/llava_hf/llava-onevision-qwen2-0.5b-ov-hf/config.json`) and
@@ -41,7 +41,7 @@ SIZES = [(640, 480), (480, 640), (800, 600), (500, 375), (640, 427), (375, 500),
 
 def _wide_onevision(text_layers: int):
     """The smoke OneVision with its language model at the 0.5B checkpoint's width."""
-    from pipeline.attention.smoke_models import build_smoke_vlm
+    from pipeline.vlm_families import build_smoke_vlm
 
     smoke, processor = build_smoke_vlm("llava_onevision")
     config = copy.deepcopy(smoke.config)
@@ -155,7 +155,7 @@ def main() -> None:
 
     from pipeline.attention.capture import enable_capture
     from pipeline.attention.params import ExtractParams
-    from pipeline.attention.smoke_models import FAMILIES, build_smoke_vlm
+    from pipeline.vlm_families import build_smoke_vlm, family_names
 
     params = ExtractParams(max_new_tokens=args.max_new_tokens, generation_batch=args.batch, sink_removal=True)
     model, processor = _wide_onevision(args.text_layers)
@@ -180,7 +180,7 @@ def main() -> None:
     print(f"ratio before / after, CPU time per image:   {t_before[1] / t_after[1]:8.2f} x "
           f"(wall {t_before[0] / t_after[0]:.2f} x)")
     print("every smoke family (smoke width, 2 images), the stage's path:")
-    for family in FAMILIES:
+    for family in family_names():
         smoke, smoke_processor = build_smoke_vlm(family)
         enable_capture(smoke)
         small = SimpleNamespace(model=smoke, processor=smoke_processor)
