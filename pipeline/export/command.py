@@ -12,6 +12,8 @@ from pipeline.decoding.params import DEFAULT_AMODAL, DEFAULT_CACHE, DEFAULT_POIN
 
 
 class ExportFormat(str, enum.Enum):
+    """The formats `vlmsam export --to` writes."""
+
     fiftyone = "fiftyone"
 
 
