@@ -48,3 +48,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Swap the finished folder `new` in for `target` (a reader never sees half a folder; the
+    old one is removed only once the new one is in place)."""
+    import shutil
+
+    new, target = Path(new), Path(target)
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

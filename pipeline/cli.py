@@ -12,6 +12,7 @@ from pipeline.decoding.cli import decode_command
 from pipeline.demo import demo_command
 from pipeline.errors import run_entry
 from pipeline.evaluation.command import evaluate_command
+from pipeline.export.command import export_command
 from pipeline.figure_commands import predict_command, visualize_command
 from pipeline.sampling.command import sample_command
 from pipeline.scaling.command import merge_command
@@ -46,4 +47,5 @@ app.command("compare")(compare_command)
 app.command("demo")(demo_command)
 app.command("predict")(predict_command)
 app.command("visualize")(visualize_command)
+app.command("export")(export_command)
 app.command("weights")(weights_command)

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 
-EXPECTED = {"synth", "extract", "sample", "decode", "merge", "evaluate", "compare", "demo", "predict", "visualize", "weights"}
+EXPECTED = {"synth", "extract", "sample", "decode", "merge", "evaluate", "compare", "demo", "predict", "visualize", "export", "weights"}
 
 
 def test_every_subcommand_has_help():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.atomic import write_text
+from pipeline.atomic import replace_dir, write_text
 from pipeline.gallery.page import render_page
 from pipeline.gallery.params import GalleryParams
 from pipeline.gallery.select import choose
@@ -52,30 +52,15 @@ def build_gallery(dataset, outputs, out_dir: str | os.PathLike, params: GalleryP
     from pipeline import masks as rle
     from pipeline.api import load_input_image, whole_image_maps
     from pipeline.attention.cache import read_images
-    from pipeline.evaluation.checked_predictions import check_pairing, read_checked
-    from pipeline.evaluation.miou import instance_ious
+    from pipeline.finished_run import read_finished_run
 
-    outputs.check()
-    amodal = read_checked(outputs.amodal, dataset)
-    visible = read_checked(outputs.visible, dataset)
-    check_pairing(amodal, visible)
-    info, table, meta, sample, choice = outputs.sampler_view()
-    smoke = bool(info.smoke or meta.get("smoke") or amodal.smoke or visible.smoke)
-    ious = {r.gt_id: r for r in instance_ious(dataset, amodal, visible)}
+    run = read_finished_run(dataset, outputs)
+    amodal, visible, smoke = run.amodal, run.visible, run.smoke
     image_of = {inst.id: im for im in dataset.images for inst in im.instances}
     instances = {inst.id: inst for im in dataset.images for inst in im.instances}
-
-    cols = table.select(["gt_id", "rank", "x", "y", "label"]).to_pydict()
-    points: dict[int, list[tuple[int, float, float, int]]] = {}
-    for g, r, x, y, lab in zip(cols["gt_id"], cols["rank"], cols["x"], cols["y"], cols["label"]):
-        points.setdefault(int(g), []).append((int(r), float(x), float(y), int(lab)))
-
-    # occluder names need the cache; the maps are read only for the chosen cards
-    from pipeline.attention.cache import read_occlusion
-    occlusion = {gt: (names, err) for (_, gt), (names, _, err) in read_occlusion(outputs.cache).items()}
-    cards = [card_fields(instances[g], image_of[g].id, ious[g], amodal.by_gt_id[g], visible.by_gt_id[g],
-                         *occlusion.get(g, ([], "not in the attention cache")))
-             for g in ious]
+    cards = [card_fields(instances[g], image_of[g].id, iou, amodal.by_gt_id[g], visible.by_gt_id[g],
+                         *run.occlusion.get(g, ([], "not in the attention cache")))
+             for g, iou in run.ious.items()]
     chosen = choose(cards, params.max_cards)
     on_page = {c["gt_id"] for c in chosen}
 
@@ -94,9 +79,9 @@ def build_gallery(dataset, outputs, out_dir: str | os.PathLike, params: GalleryP
         for c in by_image[attention.image_id]:
             g = c["gt_id"]
             inst = instances[g]
-            att = (whole_image_maps(attention, g, info.layers, choice.rows, choice.weights, sample)[1]
-                   if g in attention.instances else None)
-            pts = sorted(points.get(g, []))
+            att = (whole_image_maps(attention, g, run.info.layers, run.choice.rows, run.choice.weights,
+                                    run.sample)[1] if g in attention.instances else None)
+            pts = run.points.get(g, [])
             image = CardImage(
                 rgb=rgb, box_xywh=tuple(inst.bbox),
                 masks={"gt_amodal": rle.decode(inst.amodal_rle), "gt_visible": rle.decode(inst.visible_rle),
@@ -117,7 +102,7 @@ def build_gallery(dataset, outputs, out_dir: str | os.PathLike, params: GalleryP
     write_text(tmp_dir / "index.html", render_page(chosen, smoke=smoke, page_size=params.page_size,
                                                      title=f"vlmsam gallery: {dataset.name}", summary=summary))
     write_text(tmp_dir / "gallery.csv", _csv(cards, on_page))
-    _replace_dir(tmp_dir, out_dir)
+    replace_dir(tmp_dir, out_dir)
     log.info("gallery written to %s (%d cards)%s", out_dir / "index.html", len(chosen), " SMOKE" if smoke else "")
     return {"cards": len(chosen), "instances": len(cards), "smoke": smoke}
 
@@ -133,12 +118,3 @@ def _csv(cards: list[dict], on_page: set[int]) -> str:
                          **{k: "" if c[k] is None else c[k] for k in ("iou_occluded",)}})
     return buf.getvalue()
 
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap the finished folder `new` in for `target` (a reader never sees half a gallery)."""
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
