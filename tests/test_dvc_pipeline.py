@@ -165,3 +165,27 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
     families = {line.split("|")[1].strip(): line.split("|")[1 + family].strip() for line in rows[1:]}
     assert families["qwen25"] == "qwen2_5_vl"
     assert any(name != "qwen25" and value != "qwen2_5_vl" for name, value in families.items())
+
+
+def test_sam2_experiment_runs_from_params_alone(project):
+    """`dvc exp run -S models.segmenter.family=sam2` on the embedded sample: a smoke SAM 2.1 decode
+    whose metrics.json names the segmenter, beside the other runs in `vlmsam compare`."""
+    if not (project / "dvc.lock").exists():
+        _run([str(BIN / "dvc"), "repro"], project)
+        _commit(project, "baseline smoke run")
+    try:
+        out = _run([str(BIN / "dvc"), "exp", "run", "-n", "seg-sam2", "-S", "models.segmenter.family=sam2",
+                    "-S", "prompt_mode=points"], project)
+        ran = _ran_stages(out)
+        assert "decode" in ran and "evaluate" in ran and "extract" not in ran and "sample" not in ran
+        metrics = json.loads((project / "reports" / "metrics.json").read_text())
+        assert metrics["run"]["segmenter"] == {"family": "sam2", "id": None}
+        assert metrics["smoke"] is True and metrics["n_gt"] > 0 and metrics["counts"]["points_sent"]["negative"] > 0
+        _run([str(BIN / "vlmsam"), "compare", "--out", "compare_sam2.md"], project)
+        rows = [line for line in (project / "compare_sam2.md").read_text().splitlines() if line.startswith("| ")]
+        header = [c.strip() for c in rows[0].split("|")[1:-1]]
+        column = header.index("models.segmenter.family")
+        families = {line.split("|")[1].strip(): line.split("|")[1 + column].strip() for line in rows[1:]}
+        assert families["seg-sam2"] == "sam2"
+    finally:
+        _run(["git", "checkout", "--", "params.yaml"], project)  # later tests start from the default segmenter
