@@ -45,7 +45,7 @@ def test_budget_spent_skips_parts_and_still_writes(gpu_check, no_cuda, tmp_path)
     out = tmp_path / "gpu.json"
     assert gpu_check.main(["--tiny", "--budget-s", "0", "--images", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert [s.split(":")[0] for s in data["skipped"]] == ["stages", "capture", "reuse", "decode", "generation"]
+    assert [s.split(":")[0] for s in data["skipped"]] == ["stages", "capture", "reuse", "decode", "sam2", "generation"]
     assert "RANDOM-WEIGHT TIMING" in data["label"]
 
 
@@ -62,6 +62,7 @@ def test_tiny_dry_run_measures_everything(gpu_check, no_cuda, tmp_path):
         assert figures[f"stage {stage}: images/s"]["value"] > 0
         assert figures[f"stage {stage}: projected on D2SA val (3600 images)"]["unit"] == "min"
     for ratio in ("capture: time capture / plain", "reuse: later instance / first", "decode vitt: 16 / 1 instances",
+                  "sam2: decode 16 / 1 queries",
                   "generation: one at a time / batched"):
         assert figures[ratio]["value"] > 0 and figures[ratio]["unit"] == "x"
     assert figures["memory: GPU peak overall"]["value"] is None  # no GPU memory on CPU

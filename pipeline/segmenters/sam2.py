@@ -61,6 +61,19 @@ class Sam2Segmenter(TransformersSegmenter):
         return cls.model_class()(sam2_config(SMOKE_HIERA)), Sam2Processing.published()
 
     @classmethod
+    def random_large(cls, device: str) -> "Sam2Segmenter":
+        """facebook/sam2.1-hiera-large's architecture at its real widths with seeded random weights,
+        built on `device` (benchmarks: timing only, a smoke model)."""
+        from pipeline.attention.vlm import resolve_device
+        from pipeline.segmenters._transformers_family import SMOKE_SEED
+
+        torch.manual_seed(SMOKE_SEED)
+        with torch.device(resolve_device(device)):
+            model = cls.model_class()(sam2_config(LARGE_HIERA))
+        provenance = {"family": cls.family, "id": f"random/{cls.default_id}", "profile": "smoke"}
+        return cls(model.eval(), Sam2Processing.published(), True, provenance)
+
+    @classmethod
     def image_processor_from(cls, model_id: str, local_files_only: bool) -> Sam2Processing:
         folder = Path(model_id)
         if not folder.is_dir():  # a hub id: the snapshot folder of the cached processor files
