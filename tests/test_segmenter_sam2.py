@@ -20,6 +20,7 @@ import torch
 
 from pipeline.segmenters import LoadRequest, PromptQueries, SegmenterLoadError, load_segmenter
 from pipeline.segmenters._sam2_processing import Sam2Processing
+from tests.test_segmenter_sam import random_image_and_queries
 
 FIXTURE = Path(__file__).parent / "data" / "segmenter_folders" / "sam2"
 
@@ -68,18 +69,10 @@ def test_folder_loads_hub_shaped_config(seg, folder):
 
 @pytest.mark.parametrize("with_box", [False, True])
 def test_batched_equals_forward_one_query_at_a_time(seg, with_box):
-    rng = np.random.default_rng(1)
     height, width = 45, 70
-    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    labels = np.array([[1, 0, 1], [1, 1, 0], [1, -1, -1], [0, 1, -1], [1, 0, -1]], np.int64)  # 3, 2 and 1 points
-    q = len(labels)
-    points = np.stack([rng.uniform(0, width, (q, 3)), rng.uniform(0, height, (q, 3))], -1).astype(np.float32)
-    points[labels == -1] = -1
-    boxes = None
-    if with_box:
-        x0, y0 = rng.uniform(0, width / 2, q), rng.uniform(0, height / 2, q)
-        boxes = np.stack([x0, y0, x0 + 20, y0 + 15], 1).astype(np.float32)
-    queries = PromptQueries(points, labels, boxes)
+    labels = np.array([[1, 0, 1], [1, 1, 0], [1, -1, -1], [0, 1, -1], [1, 0, -1]])  # 3, 2 and 1 points
+    image, queries = random_image_and_queries(height, width, labels, with_box)
+    points, labels, boxes, q = queries.points, queries.labels, queries.boxes, len(queries)
     emb = seg.embed(image)
     assert emb.embeddings.shape == (1, 32, 8, 8) and len(emb.extras["high_resolution_features"]) == 2
     raw = seg.decode_raw(emb, queries)

@@ -84,7 +84,7 @@ class Sam2Processing:
         """RGB uint8 [H, W, 3] -> normalised model input [1, 3, height, width] (float32)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"SAM 2 expects an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()[None]
+        pixels = torch.tensor(image).permute(2, 0, 1).contiguous()[None]  # a copy: the image may be read-only
         if tuple(pixels.shape[-2:]) != self.size:
             pixels = _resize_uint8_bilinear(pixels, self.size)
         mean = torch.tensor(self.image_mean) * (1.0 / self.rescale_factor)
