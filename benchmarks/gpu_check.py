@@ -6,7 +6,8 @@
 Models (random weights, nothing downloaded): LLaVA-NeXT-Mistral-7B built in bf16 directly on
 the GPU from `../shared/reference/llava_hf/llava-v1.6-mistral-7b-hf` (config.json and the real
 processor files; no CPU-side fp32 copy of the 7B weights), EfficientSAM ViT-T and ViT-S
-(seeded random weights). Data: `--images` synthetic 640x480 scenes (`pipeline/synth`).
+(seeded random weights), SAM 2.1 Hiera-L (facebook/sam2.1-hiera-large's architecture, seeded
+random weights; `--tiny`: the smoke SAM 2). Data: `--images` synthetic 640x480 scenes (`pipeline/synth`).
 
 Measured, in this order (each part is skipped, and says so, once `--budget-s` is spent):
   stages      extract -> sample -> decode (ViT-T; ViT-S decode as well) -> evaluate through the
@@ -16,6 +17,8 @@ Measured, in this order (each part is skipped, and says so, once `--budget-s` is
               SDPA vs SDPA + capture of the query rows in the extract layers (time, peak memory)
   reuse       prefix reuse on one image: later instance (suffix only) / first (prefill + suffix)
   decode      EfficientSAM `decode_image` of 16 vs 1 instances per image
+  sam2        SAM 2.1-L through the segmenter interface: embed one image once, then decode 16 vs 1
+              queries (2 positive + 2 negative points each) over that embedding
   generation  occlusion answers per image: batched (extract.generation_batch per call) vs one
               at a time, and whether the answers are equal
 Peak GPU memory (after construction and overall). Every figure printed and written to the JSON
@@ -340,6 +343,47 @@ def measure_decode(rep: Report, sams: dict, record, device: str, reps: int) -> N
         rep.figure(f"decode {variant}: 16 / 1 instances", t16 / t1, "x")
 
 
+def build_sam2(tiny: bool, device: str):
+    """SAM 2.1 Hiera-L at its real widths with seeded random weights on `device`; `tiny`: the
+    smoke SAM 2 of the registry."""
+    from pipeline.segmenters import LoadRequest, get_family, load_segmenter
+
+    if tiny:
+        return load_segmenter(LoadRequest("sam2", profile="smoke", device=device))
+    return get_family("sam2").random_large(device)
+
+
+def measure_sam2(rep: Report, tiny: bool, record, image, device: str, reps: int) -> None:
+    """SAM 2.1-L: construction, one image embedding, and 16 vs 1 queries decoded over it."""
+    import numpy as np
+
+    from pipeline.segmenters import PromptQueries
+
+    t = time.perf_counter()
+    seg = build_sam2(tiny, device)
+    _sync(device)
+    rep.info("sam2_model", seg.provenance["id"] or "smoke")
+    rep.figure("construction: SAM 2.1-L", time.perf_counter() - t, "s")
+    rgb = np.asarray(image.convert("RGB"))
+    rng = np.random.default_rng(0)
+
+    def queries(q):
+        pts = np.stack([rng.uniform(0, record.width, (q, 4)), rng.uniform(0, record.height, (q, 4))], -1)
+        return PromptQueries(pts.astype(np.float32), np.tile(np.array([1, 1, 0, 0]), (q, 1)))
+
+    seg.embed(rgb)  # warm-up
+    t_embed = _median(lambda: seg.embed(rgb), device, reps)
+    emb = seg.embed(rgb)
+    q1, q16 = queries(1), queries(16)
+    t1 = _median(lambda: seg.decode(emb, q1), device, reps)
+    t16 = _median(lambda: seg.decode(emb, q16, max_queries_per_call=16), device, reps)
+    rep.figure("sam2: embed one image", t_embed * 1000, "ms")
+    rep.figure("sam2: decode 1 query", t1 * 1000, "ms")
+    rep.figure("sam2: decode 16 queries", t16 * 1000, "ms")
+    rep.figure("sam2: decode 16 / 1 queries", t16 / t1, "x")
+    rep.figure("sam2: embed + decode 16 queries", (t_embed + t16) * 1000, "ms")
+
+
 def measure_generation(rep: Report, vlm, jobs, params, device: str) -> None:
     """Occlusion answers per image: batched (params.generation_batch per call) vs one at a time."""
     from pipeline.attention.capture import enable_capture
@@ -409,6 +453,7 @@ def main(argv=None) -> int:
         rep.part("capture", lambda: measure_capture(rep, vlm, layers, side, device, args.reps))
         rep.part("reuse", lambda: measure_reuse(rep, vlm, layers, record, image, device))
         rep.part("decode", lambda: measure_decode(rep, sams, record, device, args.reps))
+        rep.part("sam2", lambda: measure_sam2(rep, args.tiny, record, image, device, args.reps))
         jobs = [ImageJob(r, load_image(r)) for r in dataset.images[: args.gen_images]]
         rep.part("generation", lambda: measure_generation(rep, vlm, jobs, params, device))
     rep.figure("memory: GPU peak overall", _gpu_mib(device), "MiB")

@@ -361,12 +361,13 @@ def test_located_occluder_maps_come_from_its_own_prompt(model, monkeypatch):
     assert pred.amodal_source in ("completion", "visible: no occluder found")
 
 
-def test_any_segmenter_family_through_the_api(scene):
-    """SAM in place of EfficientSAM: negatives reach it under decode.negatives auto, and the
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_any_segmenter_family_through_the_api(scene, family):
+    """SAM / SAM 2.1 in place of EfficientSAM: negatives reach it under decode.negatives auto, and the
     prediction records what was sent; EfficientSAM's predictions (module model) carry no label 0."""
     rgb, objects = scene
-    sam = VLMSAM.from_params(apply_overrides(smoke_params(), {"models.segmenter.family": "sam"}))
-    assert sam.sam.family == "sam" and sam.settings.segmenter.family == "sam"
+    sam = VLMSAM.from_params(apply_overrides(smoke_params(), {"models.segmenter.family": family}))
+    assert sam.sam.family == family and sam.settings.segmenter.family == family
     preds = sam.predict_objects(rgb, objects[:2])
     for pred in preds:
         assert pred.visible_mask.shape == rgb.shape[:2] and np.isfinite(pred.visible_score)

@@ -59,7 +59,7 @@ def test_bad_parameters_are_one_line():
         route(ImagePrompts(np.array([[[1, 1]]], np.float32), np.array([[0]]), ("",)), "auto", False)
 
 
-@pytest.mark.parametrize("family", ["efficient_sam", "sam", "sam_hq"])
+@pytest.mark.parametrize("family", ["efficient_sam", "sam", "sam_hq", "sam2"])
 def test_decode_stage_over_each_family_records_points_sent(scenes, family, tmp_path):  # noqa: F811
     one = dataclasses.replace(scenes, images=scenes.images[:1])
     pts = points_file(tmp_path / "points.parquet", one, "points")

@@ -51,6 +51,14 @@ def _commit(root: Path, message: str) -> None:
     _run(["git", "commit", "-q", "-m", message], root)
 
 
+def _compare_column(root: Path, out_name: str, column: str) -> dict:
+    """`vlmsam compare --out out_name` in `root`: experiment name -> its value in `column`."""
+    _run([str(BIN / "vlmsam"), "compare", "--out", out_name], root)
+    rows = [line for line in (root / out_name).read_text().splitlines() if line.startswith("| ")]
+    index = [c.strip() for c in rows[0].split("|")[1:-1]].index(column)
+    return {line.split("|")[1].strip(): line.split("|")[1 + index].strip() for line in rows[1:]}
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A fresh-clone-like copy of the project, committed, params.yaml untouched."""
@@ -165,11 +173,7 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
     """A smoke Qwen2.5-VL run of the whole pipeline as a DVC experiment, compared with the
     LLaVA baseline in one `vlmsam compare` report."""
     _smoke_experiment(project, "qwen25", "qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct")
-    _run([str(BIN / "vlmsam"), "compare", "--out", "compare_qwen.md"], project)
-    rows = [line for line in (project / "compare_qwen.md").read_text().splitlines() if line.startswith("| ")]
-    header = [c.strip() for c in rows[0].split("|")[1:-1]]
-    family = header.index("models.vlm.family")
-    families = {line.split("|")[1].strip(): line.split("|")[1 + family].strip() for line in rows[1:]}
+    families = _compare_column(project, "compare_qwen.md", "models.vlm.family")
     assert families["qwen25"] == "qwen2_5_vl"
     assert any(name != "qwen25" and value != "qwen2_5_vl" for name, value in families.items())
 
@@ -178,3 +182,23 @@ def test_qwen3_vl_smoke_experiment(project):
     """`models.vlm.family: qwen3_vl` runs the whole smoke pipeline under DVC."""
     info = _smoke_experiment(project, "qwen3", "qwen3_vl", "Qwen/Qwen3-VL-8B-Instruct")
     assert info.params["model"]["family"] == "qwen3_vl"
+
+
+def test_sam2_experiment_runs_from_params_alone(project):
+    """`dvc exp run -S models.segmenter.family=sam2` on the embedded sample: a smoke SAM 2.1 decode
+    whose metrics.json names the segmenter, beside the other runs in `vlmsam compare`."""
+    if not (project / "dvc.lock").exists():
+        _run([str(BIN / "dvc"), "repro"], project)
+        _commit(project, "baseline smoke run")
+    try:
+        out = _run([str(BIN / "dvc"), "exp", "run", "-n", "seg-sam2", "-S", "models.segmenter.family=sam2",
+                    "-S", "prompt_mode=points"], project)
+        ran = _ran_stages(out)
+        assert "decode" in ran and "evaluate" in ran and "extract" not in ran and "sample" not in ran
+        metrics = json.loads((project / "reports" / "metrics.json").read_text())
+        assert metrics["run"]["segmenter"] == {"family": "sam2", "id": None}
+        assert metrics["smoke"] is True and metrics["n_gt"] > 0 and metrics["counts"]["points_sent"]["negative"] > 0
+        families = _compare_column(project, "compare_sam2.md", "models.segmenter.family")
+        assert families["seg-sam2"] == "sam2" and "efficient_sam" in families.values()
+    finally:
+        _run(["git", "checkout", "--", "params.yaml"], project)  # later tests start from the default segmenter

@@ -41,11 +41,22 @@ def test_the_7b_model_is_built_in_bf16_without_materialising_weights(gpu_check, 
     assert vlm.model.generation_config.pad_token_id is not None
 
 
+def test_sam2_large_is_built_at_the_real_widths(gpu_check):
+    """facebook/sam2.1-hiera-large's image model (224.4M parameters published, of which the video
+    memory modules, not in Sam2Model, take about 7.5M), on the meta device."""
+    seg = gpu_check.build_sam2(False, "meta")
+    hiera = seg.model.config.vision_config.backbone_config
+    assert hiera.embed_dim_per_stage == [144, 288, 576, 1152] and hiera.blocks_per_stage == [2, 6, 36, 4]
+    assert 216e6 < sum(p.numel() for p in seg.model.parameters()) < 218e6
+    assert seg.smoke and seg.provenance["id"] == "random/facebook/sam2.1-hiera-large"
+    assert seg.image_processor.size == (1024, 1024)
+
+
 def test_budget_spent_skips_parts_and_still_writes(gpu_check, no_cuda, tmp_path):
     out = tmp_path / "gpu.json"
     assert gpu_check.main(["--tiny", "--budget-s", "0", "--images", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert [s.split(":")[0] for s in data["skipped"]] == ["stages", "capture", "reuse", "decode", "generation"]
+    assert [s.split(":")[0] for s in data["skipped"]] == ["stages", "capture", "reuse", "decode", "sam2", "generation"]
     assert "RANDOM-WEIGHT TIMING" in data["label"]
 
 
@@ -62,6 +73,7 @@ def test_tiny_dry_run_measures_everything(gpu_check, no_cuda, tmp_path):
         assert figures[f"stage {stage}: images/s"]["value"] > 0
         assert figures[f"stage {stage}: projected on D2SA val (3600 images)"]["unit"] == "min"
     for ratio in ("capture: time capture / plain", "reuse: later instance / first", "decode vitt: 16 / 1 instances",
+                  "sam2: decode 16 / 1 queries",
                   "generation: one at a time / batched"):
         assert figures[ratio]["value"] > 0 and figures[ratio]["unit"] == "x"
     assert figures["memory: GPU peak overall"]["value"] is None  # no GPU memory on CPU

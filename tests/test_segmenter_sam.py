@@ -33,23 +33,29 @@ def _reference(seg, image, points, labels, box):
     return out.pred_masks[0, 0], out.iou_scores[0, 0], inputs
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("with_box", [False, True])
-def test_batched_equals_forward(family, with_box):
-    seg = load_segmenter(LoadRequest(family, profile="smoke"))
-    assert seg.trained_on_negatives and seg.smoke and seg.points_per_query(True) is None
+def random_image_and_queries(height: int, width: int, labels: np.ndarray, with_box: bool):
+    """A seeded random RGB image and queries with those labels (-1: padding at (-1, -1)), uniform
+    points and, `with_box`, a 20x15 box per query."""
     rng = np.random.default_rng(1)
-    height, width = 45, 70
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    q = 4
-    points = np.stack([rng.uniform(0, width, (q, 3)), rng.uniform(0, height, (q, 3))], -1).astype(np.float32)
-    labels = np.array([[1, 0, 1], [1, 1, 0], [1, -1, -1], [0, 1, -1]], np.int64)
+    q, n = labels.shape
+    points = np.stack([rng.uniform(0, width, (q, n)), rng.uniform(0, height, (q, n))], -1).astype(np.float32)
     points[labels == -1] = -1
     boxes = None
     if with_box:
         x0, y0 = rng.uniform(0, width / 2, q), rng.uniform(0, height / 2, q)
         boxes = np.stack([x0, y0, x0 + 20, y0 + 15], 1).astype(np.float32)
-    queries = PromptQueries(points, labels, boxes)
+    return image, PromptQueries(points, labels.astype(np.int64), boxes)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("with_box", [False, True])
+def test_batched_equals_forward(family, with_box):
+    seg = load_segmenter(LoadRequest(family, profile="smoke"))
+    assert seg.trained_on_negatives and seg.smoke and seg.points_per_query(True) is None
+    height, width = 45, 70
+    image, queries = random_image_and_queries(height, width, np.array([[1, 0, 1], [1, 1, 0], [1, -1, -1], [0, 1, -1]]), with_box)
+    points, labels, boxes, q = queries.points, queries.labels, queries.boxes, len(queries)
     emb = seg.embed(image)
     raw = seg.decode_raw(emb, queries)
     decoded = seg.decode(emb, queries, max_queries_per_call=3)

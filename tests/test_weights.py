@@ -119,6 +119,7 @@ def test_status_lists_everything_and_finds_cached_vlms(places):
     rows = _by_name(weights_status(hf_cache_dir=hub))
     segmenters = {n for n in rows if n.startswith("segmenter ")}
     assert "segmenter sam facebook/sam-vit-huge" in segmenters and "segmenter sam_hq syscv-community/sam-hq-vit-base" in segmenters
+    assert {f"segmenter sam2 facebook/sam2.1-hiera-{v}" for v in ("tiny", "small", "base-plus", "large")} <= segmenters
     assert not any(rows[n].needed or rows[n].present for n in segmenters)
     sam_rows = _by_name(weights_status(hf_cache_dir=hub, segmenter_family="sam"))
     assert sam_rows["segmenter sam facebook/sam-vit-huge"].needed and not sam_rows["EfficientSAM vitt"].needed

@@ -33,6 +33,8 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 PROCESSOR_FILE = "processor_config.json"
 BILINEAR = 2  # PIL's resampling code, the only one SAM 2 checkpoints use
 MASK_THRESHOLD = 0.0
+PUBLISHED_SIZE = 1024  # every published SAM 2.1 checkpoint's input side
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class Sam2Processing:
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
     rescale_factor: float
+
+    @classmethod
+    def published(cls, side: int = PUBLISHED_SIZE) -> Sam2Processing:
+        """The settings the published SAM 2.1 checkpoints carry, at a square input of `side`."""
+        return cls(size=(side, side), target_size=side, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
+                   rescale_factor=1 / 255)
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Sam2Processing:
@@ -59,7 +67,7 @@ class Sam2Processing:
             raise ParamsError(f"{path}: resample {config['resample']!r}; only bilinear (2) is implemented")
         if config.get("do_pad"):
             raise ParamsError(f"{path}: do_pad is set; SAM 2 checkpoints do not pad")
-        size = config.get("size", {"height": 1024, "width": 1024})
+        size = config.get("size", {"height": PUBLISHED_SIZE, "width": PUBLISHED_SIZE})
         if set(size) != {"height", "width"}:
             raise ParamsError(f"{path}: size {size!r}; SAM 2 checkpoints give {{height, width}}")
         processor_path = folder / PROCESSOR_FILE
@@ -67,8 +75,8 @@ class Sam2Processing:
         return cls(
             size=(int(size["height"]), int(size["width"])),
             target_size=int(processor.get("target_size") or size["height"]),
-            image_mean=tuple(float(v) for v in config.get("image_mean", (0.485, 0.456, 0.406))),
-            image_std=tuple(float(v) for v in config.get("image_std", (0.229, 0.224, 0.225))),
+            image_mean=tuple(float(v) for v in config.get("image_mean", IMAGENET_MEAN)),
+            image_std=tuple(float(v) for v in config.get("image_std", IMAGENET_STD)),
             rescale_factor=float(config.get("rescale_factor", 1 / 255)),
         )
 
@@ -76,7 +84,7 @@ class Sam2Processing:
         """RGB uint8 [H, W, 3] -> normalised model input [1, 3, height, width] (float32)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"SAM 2 expects an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()[None]
+        pixels = torch.tensor(image).permute(2, 0, 1).contiguous()[None]  # a copy: the image may be read-only
         if tuple(pixels.shape[-2:]) != self.size:
             pixels = _resize_uint8_bilinear(pixels, self.size)
         mean = torch.tensor(self.image_mean) * (1.0 / self.rescale_factor)
@@ -93,10 +101,14 @@ class Sam2Processing:
         return coords
 
     @staticmethod
+    def logits_to_original(low_res_logits: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """Mask logits [Q, C, h, w] -> logits [Q, C, H, W] at the original size (before the threshold)."""
+        return F.interpolate(low_res_logits, tuple(original_size), mode="bilinear", align_corners=False)
+
+    @staticmethod
     def masks_to_original(low_res_logits: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Mask logits [Q, C, h, w] -> boolean masks [Q, C, H, W] at the original size."""
-        upsampled = F.interpolate(low_res_logits, tuple(original_size), mode="bilinear", align_corners=False)
-        return upsampled > MASK_THRESHOLD
+        return Sam2Processing.logits_to_original(low_res_logits, original_size) > MASK_THRESHOLD
 
 
 def _native_uint8_bilinear() -> bool:

@@ -5,56 +5,29 @@ Preprocessing is the checkpoint's own image processor (`SamImageProcessorPil`: l
 as `SamProcessor._normalize_coordinates` does (x * new_w / W, y * new_h / H with (new_h, new_w)
 the resized size); masks come back as `post_process_masks` makes them (bilinear to the padded
 1024 grid, crop to the resized size, bilinear to the original size). SAM was trained on negative
-points; it reads any number of points per query, and a box is a separate prompt.
+points; it reads any number of points per query, and a box is a separate prompt. Loading and the
+grouped decode are shared with the other transformers families (`_transformers_family`).
 """
 
 from __future__ import annotations
-
-import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.segmenters.segmenter import (
-    LABEL_PAD,
-    ImageEmbedding,
-    LoadRequest,
-    PromptQueries,
-    RawDecoderOutput,
-    Segmenter,
-)
+from pipeline.segmenters._transformers_family import TransformersSegmenter
+from pipeline.segmenters.segmenter import ImageEmbedding
 
-log = logging.getLogger(__name__)
-SMOKE_SEED = 0
-CHECKPOINT_FILES = ("config.json", "preprocessor_config.json")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # the smoke model's vision encoder: narrow and 2 blocks deep, with the full 1024 input (64x64 embedding)
 SMOKE_VISION = {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 96,
                 "global_attn_indexes": [1], "window_size": 14}
 
 
-def _load_error(message: str):
-    from pipeline.segmenters import SegmenterLoadError
-
-    return SegmenterLoadError(message)
-
-
-class SamSegmenter(Segmenter):
+class SamSegmenter(TransformersSegmenter):
     family = "sam"
-    max_points = None
-    trained_on_negatives = True
-    model_type = "sam"  # config.json `model_type` of this family's checkpoints
+    model_types = ("sam",)
     default_id = "facebook/sam-vit-huge"
     variants = ("facebook/sam-vit-base", "facebook/sam-vit-large", "facebook/sam-vit-huge")
-
-    def __init__(self, model, image_processor, smoke: bool, provenance: dict):
-        self.model = model
-        self.image_processor = image_processor
-        self.smoke = smoke
-        self.provenance = provenance
-        self.device = next(model.parameters()).device
 
     # --- family classes (SAM-HQ overrides these) ---------------------------------------------------
     @staticmethod
@@ -76,61 +49,13 @@ class SamSegmenter(Segmenter):
 
         return SamImageProcessorPil
 
-    # --- loading ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, request: LoadRequest) -> "SamSegmenter":
-        from pipeline.attention.vlm import resolve_device
-
-        device = resolve_device(request.device)
-        if request.amodal_decoder:
-            raise _load_error(f"decode.completion 'decoder' is EfficientSAM's; models.segmenter.family is {cls.family!r}")
-        if request.profile == "smoke":
-            torch.manual_seed(SMOKE_SEED)
-            model = cls.model_class()(cls.smoke_config())
-            processor = cls.image_processor_class()()
-            log.warning("SMOKE run: %s has seeded random weights; outputs are marked smoke", cls.family)
-            model_id = None
-        elif request.profile == "real":
-            model_id = request.model_id or cls.default_id
-            model, processor = cls.from_checkpoint(model_id, request.allow_download)
-        else:
-            raise ValueError(f"models.profile {request.profile!r}: expected 'smoke' or 'real'")
-        provenance = {"family": cls.family, "id": model_id, "profile": request.profile}
-        return cls(model.to(device).eval(), processor, request.profile == "smoke", provenance)
+    def smoke_model(cls):
+        return cls.model_class()(cls.smoke_config()), cls.image_processor_class()()
 
     @classmethod
-    def from_checkpoint(cls, model_id: str, allow_download: bool):
-        """(model, image processor) of a local folder or a hub id in the Hugging Face cache."""
-        from transformers import PretrainedConfig
-
-        folder = Path(model_id)
-        if folder.is_dir():
-            for name in CHECKPOINT_FILES:
-                if not (folder / name).is_file():
-                    raise _load_error(f"{folder / name}: missing from the checkpoint folder (models.segmenter.id)")
-            if not any((folder / name).is_file() for name in WEIGHT_FILES):
-                raise _load_error(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)}) in the checkpoint folder (models.segmenter.id)")
-        kwargs = {"local_files_only": not allow_download}
-        try:
-            config, _ = PretrainedConfig.get_config_dict(model_id, **kwargs)
-        except OSError as err:
-            raise _load_error(
-                f"models.segmenter.id {model_id!r}: checkpoint not found in the Hugging Face cache or as a folder "
-                f"(get it with `huggingface-cli download {model_id}`, or allow downloads): {str(err).splitlines()[0]}"
-            ) from None
-        if config.get("model_type") != cls.model_type:
-            raise _load_error(
-                f"models.segmenter.id {model_id!r}: config.json is model_type {config.get('model_type')!r}, "
-                f"not {cls.model_type!r} (models.segmenter.family {cls.family!r})"
-            )
-        model = cls.model_class().from_pretrained(model_id, **kwargs)
-        processor = cls.image_processor_class().from_pretrained(model_id, **kwargs)
-        return model, processor
-
-    @classmethod
-    def weight_rows(cls, model_id: str | None) -> list[dict]:
-        ids = [model_id] if model_id else list(cls.variants)
-        return [{"name": f"{cls.family} {i.split('/')[-1]}", "id": i, "where": f"https://huggingface.co/{i}"} for i in ids]
+    def image_processor_from(cls, model_id: str, local_files_only: bool):
+        return cls.image_processor_class().from_pretrained(model_id, local_files_only=local_files_only)
 
     # --- encode / decode -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -145,10 +70,6 @@ class SamSegmenter(Segmenter):
         """(image embedding, extras) of preprocessed pixels; SAM needs no extras."""
         return self.model.get_image_embeddings(pixels), {}
 
-    def decoder_inputs(self, embedding: ImageEmbedding) -> dict:
-        """Keyword arguments beside the prompts for the model's forward over a cached embedding."""
-        return {"image_embeddings": embedding.embeddings}
-
     def scale(self, embedding: ImageEmbedding, xy: np.ndarray) -> torch.Tensor:
         """Original-pixel (x, y) [..., 2] -> the resized grid, as SamProcessor._normalize_coordinates."""
         (old_h, old_w), (new_h, new_w) = embedding.original_size, embedding.input_size
@@ -156,28 +77,6 @@ class SamSegmenter(Segmenter):
         coords[..., 0] *= new_w / old_w
         coords[..., 1] *= new_h / old_h
         return torch.from_numpy(coords).float().to(self.device)
-
-    @torch.inference_mode()
-    def decode_raw(self, embedding: ImageEmbedding, queries: PromptQueries) -> RawDecoderOutput:
-        q = len(queries)
-        counts = (queries.labels != LABEL_PAD).sum(1) if queries.labels.size else np.zeros(q, int)
-        logits, ious = [None] * q, [None] * q
-        for n in np.unique(counts):
-            rows = np.flatnonzero(counts == n)
-            kwargs = self.decoder_inputs(embedding)
-            if n > 0:
-                real = queries.labels[rows] != LABEL_PAD
-                pts = np.stack([queries.points[r][real[i]] for i, r in enumerate(rows)])
-                labs = np.stack([queries.labels[r][real[i]] for i, r in enumerate(rows)])
-                kwargs["input_points"] = self.scale(embedding, pts)[None]
-                kwargs["input_labels"] = torch.from_numpy(labs.astype(np.int64)).to(self.device)[None]
-            if queries.boxes is not None:
-                boxes = queries.boxes[rows].reshape(len(rows), 2, 2)
-                kwargs["input_boxes"] = self.scale(embedding, boxes).reshape(len(rows), 4)[None]
-            out = self.model(multimask_output=True, **kwargs)
-            for i, r in enumerate(rows):
-                logits[r], ious[r] = out.pred_masks[0, i], out.iou_scores[0, i]
-        return RawDecoderOutput(torch.stack(logits), torch.stack(ious))
 
     @torch.inference_mode()
     def upscale(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ INTERMEDIATE = "intermediate_embeddings"
 
 class SamHqSegmenter(SamSegmenter):
     family = "sam_hq"
-    model_type = "sam_hq"
+    model_types = ("sam_hq",)
     default_id = "syscv-community/sam-hq-vit-huge"
     variants = ("syscv-community/sam-hq-vit-base", "syscv-community/sam-hq-vit-large", "syscv-community/sam-hq-vit-huge")
 
