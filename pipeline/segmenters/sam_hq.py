@@ -9,7 +9,7 @@ default `hq_token_only=False` is kept.
 
 from __future__ import annotations
 
-from pipeline.segmenters.sam import SMOKE_VISION, SamSegmenter
+from pipeline.segmenters.sam import SamSegmenter
 from pipeline.segmenters.segmenter import ImageEmbedding
 
 INTERMEDIATE = "intermediate_embeddings"
@@ -20,6 +20,7 @@ class SamHqSegmenter(SamSegmenter):
     model_type = "sam_hq"
     default_id = "syscv-community/sam-hq-vit-huge"
     variants = ("syscv-community/sam-hq-vit-base", "syscv-community/sam-hq-vit-large", "syscv-community/sam-hq-vit-huge")
+    real_width_variants = variants
 
     @staticmethod
     def model_class():
@@ -28,11 +29,11 @@ class SamHqSegmenter(SamSegmenter):
         return SamHQModel
 
     @staticmethod
-    def smoke_config():
-        """A small SAM-HQ config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
+    def model_config(vision: dict):
+        """A SAM-HQ config with the vision encoder `vision`; the HQ decoder's `vit_dim` is its width."""
         from transformers import SamHQConfig, SamHQMaskDecoderConfig, SamHQVisionConfig
 
-        vision = SamHQVisionConfig(**SMOKE_VISION)
+        vision = SamHQVisionConfig(**vision)
         decoder = SamHQMaskDecoderConfig(vit_dim=vision.hidden_size)
         return SamHQConfig(vision_config=vision.to_dict(), mask_decoder_config=decoder.to_dict())
 
