@@ -19,10 +19,11 @@ once per call (EfficientSAM's `predict_all_masks`) has a floor well below 1.
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import numpy as np
 import torch
-from timing import median_time  # benchmarks/timing.py (the script's folder is on sys.path)
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.decoding.routing import sends_negatives
@@ -51,20 +52,25 @@ def queries(q: int, trained_on_negatives: bool) -> PromptQueries:
 
 
 def measure(seg, repeats: int) -> dict:
+    """{q: (median seconds, FLOPs)} of `decode_raw` over one embedding; the FLOP count is the
+    warm-up, then the query counts are timed alternately (a load change hits both alike)."""
     image = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     embedding = seg.embed(image)
-    out = {}
-    for q in QUERY_COUNTS:
-        batch = queries(q, seg.trained_on_negatives)
-        with torch.inference_mode():
-            out[q] = (median_time(lambda: seg.decode_raw(embedding, batch), repeats), flops(lambda: seg.decode_raw(embedding, batch)))
-    return out
+    calls = {q: (lambda b=queries(q, seg.trained_on_negatives): seg.decode_raw(embedding, b)) for q in QUERY_COUNTS}
+    counted = {q: flops(call) for q, call in calls.items()}
+    times = {q: [] for q in calls}
+    for _ in range(repeats):
+        for q, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[q].append(time.perf_counter() - start)
+    return {q: (statistics.median(times[q]), counted[q]) for q in calls}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per query count (median, after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per query count (median, after the counted one)")
     parser.add_argument("--families", nargs="+", default=None, help="families to run (default: every registered one)")
     parser.add_argument("--encoder-blocks", type=int, default=1,
                         help="image encoder blocks built (widths as published; 0 = all); the decoder does not depend on the depth")

@@ -33,13 +33,15 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # the smoke model's vision encoder: narrow and 2 blocks deep, with the full 1024 input (64x64 embedding)
 SMOKE_VISION = {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 96,
                 "global_attn_indexes": [1], "window_size": 14}
-# the published ViTs (config.json `vision_config` of facebook/sam-vit-* and syscv-community/sam-hq-vit-*;
-# mlp_dim = 4 x hidden_size); prompt encoder and mask decoder are transformers' defaults for all of them
+# the published ViTs (config.json `vision_config` of facebook/sam-vit-* and syscv-community/sam-hq-vit-*,
+# mlp_dim = 4 x hidden_size), by the last part of the hub id; their prompt encoder and mask decoder
+# are transformers' defaults, the same for all three
 PUBLISHED_VISION = {
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
     "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "global_attn_indexes": [5, 11, 17, 23]},
     "huge": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
 }
+REAL_WIDTH_SEED = 0
 
 
 def cut_vision(vision: dict, blocks: int | None) -> dict:
@@ -64,7 +66,6 @@ class SamSegmenter(Segmenter):
     model_type = "sam"  # config.json `model_type` of this family's checkpoints
     default_id = "facebook/sam-vit-huge"
     variants = ("facebook/sam-vit-base", "facebook/sam-vit-large", "facebook/sam-vit-huge")
-    real_width_variants = variants  # built from PUBLISHED_VISION by the last part of the id
 
     def __init__(self, model, image_processor, smoke: bool, provenance: dict):
         self.model = model
@@ -80,10 +81,15 @@ class SamSegmenter(Segmenter):
 
         return SamModel
 
+    @classmethod
+    def smoke_config(cls):
+        """A small SAM config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
+        return cls.published_config(SMOKE_VISION)
+
     @staticmethod
-    def model_config(vision: dict):
-        """A SAM config with the vision encoder `vision` (SamVisionConfig keywords); prompt encoder
-        and mask decoder as published (full 1024 input, 256-wide decoder)."""
+    def published_config(vision: dict):
+        """A SAM config with the ViT `vision` (SamVisionConfig keywords) and the published prompt
+        encoder and mask decoder (1024 input, 256 wide)."""
         from transformers import SamConfig, SamVisionConfig
 
         return SamConfig(vision_config=SamVisionConfig(**vision).to_dict())
@@ -103,32 +109,18 @@ class SamSegmenter(Segmenter):
         if request.amodal_decoder:
             raise _load_error(f"decode.completion 'decoder' is EfficientSAM's; models.segmenter.family is {cls.family!r}")
         if request.profile == "smoke":
-            return cls.seeded(cls.model_config(SMOKE_VISION), device, {"family": cls.family, "id": None, "profile": "smoke"})
-        if request.profile != "real":
+            torch.manual_seed(SMOKE_SEED)
+            model = cls.model_class()(cls.smoke_config())
+            processor = cls.image_processor_class()()
+            log.warning("SMOKE run: %s has seeded random weights; outputs are marked smoke", cls.family)
+            model_id = None
+        elif request.profile == "real":
+            model_id = request.model_id or cls.default_id
+            model, processor = cls.from_checkpoint(model_id, request.allow_download)
+        else:
             raise ValueError(f"models.profile {request.profile!r}: expected 'smoke' or 'real'")
-        model_id = request.model_id or cls.default_id
-        model, processor = cls.from_checkpoint(model_id, request.allow_download)
         provenance = {"family": cls.family, "id": model_id, "profile": request.profile}
-        return cls(model.to(device).eval(), processor, False, provenance)
-
-    @classmethod
-    def seeded(cls, config, device, provenance: dict) -> "SamSegmenter":
-        """The model of `config` with seeded random weights (a smoke model) and the default processor."""
-        torch.manual_seed(SMOKE_SEED)
-        model = cls.model_class()(config)
-        log.warning("SMOKE run: %s has seeded random weights; outputs are marked smoke", cls.family)
-        return cls(model.to(device).eval(), cls.image_processor_class()(), True, provenance)
-
-    @classmethod
-    def seeded_real_width(cls, variant: str, device: str = "cpu", encoder_blocks: int | None = None) -> "SamSegmenter":
-        from pipeline.attention.vlm import resolve_device
-
-        if variant not in cls.real_width_variants:
-            raise ValueError(f"{cls.family} variant {variant!r}: expected one of {cls.real_width_variants}")
-        vision = cut_vision(PUBLISHED_VISION[variant.rsplit("-", 1)[-1]], encoder_blocks)
-        provenance = {"family": cls.family, "id": None, "profile": "smoke", "variant": variant,
-                      "encoder_blocks": vision["num_hidden_layers"]}
-        return cls.seeded(cls.model_config(vision), resolve_device(device), provenance)
+        return cls(model.to(device).eval(), processor, request.profile == "smoke", provenance)
 
     @classmethod
     def from_checkpoint(cls, model_id: str, allow_download: bool):
@@ -217,6 +209,22 @@ class SamSegmenter(Segmenter):
         h, w = embedding.input_size
         up = F.interpolate(low_res_logits[:, None].float(), (pad["height"], pad["width"]), mode="bilinear", align_corners=False)
         return F.interpolate(up[..., :h, :w], embedding.original_size, mode="bilinear", align_corners=False)[:, 0]
+
+    # --- real-width models with random weights (benchmarks) ---------------------------------------
+    real_width_variants = variants  # built from PUBLISHED_VISION
+
+    @classmethod
+    def seeded_real_width(cls, variant: str, device: str = "cpu", encoder_blocks: int | None = None) -> "SamSegmenter":
+        from pipeline.attention.vlm import resolve_device
+
+        if variant not in cls.real_width_variants:
+            raise ValueError(f"{cls.family} variant {variant!r}: expected one of {cls.real_width_variants}")
+        vision = cut_vision(PUBLISHED_VISION[variant.rsplit("-", 1)[-1]], encoder_blocks)
+        torch.manual_seed(REAL_WIDTH_SEED)
+        model = cls.model_class()(cls.published_config(vision))
+        provenance = {"family": cls.family, "id": None, "profile": "smoke", "variant": variant,
+                      "encoder_blocks": vision["num_hidden_layers"]}
+        return cls(model.to(resolve_device(device)).eval(), cls.image_processor_class()(), True, provenance)
 
 
 FAMILY = SamSegmenter

@@ -20,7 +20,6 @@ class SamHqSegmenter(SamSegmenter):
     model_type = "sam_hq"
     default_id = "syscv-community/sam-hq-vit-huge"
     variants = ("syscv-community/sam-hq-vit-base", "syscv-community/sam-hq-vit-large", "syscv-community/sam-hq-vit-huge")
-    real_width_variants = variants
 
     @staticmethod
     def model_class():
@@ -29,8 +28,8 @@ class SamHqSegmenter(SamSegmenter):
         return SamHQModel
 
     @staticmethod
-    def model_config(vision: dict):
-        """A SAM-HQ config with the vision encoder `vision`; the HQ decoder's `vit_dim` is its width."""
+    def published_config(vision: dict):
+        """A SAM-HQ config with the ViT `vision`; the HQ decoder's `vit_dim` is its width."""
         from transformers import SamHQConfig, SamHQMaskDecoderConfig, SamHQVisionConfig
 
         vision = SamHQVisionConfig(**vision)
@@ -45,6 +44,8 @@ class SamHqSegmenter(SamSegmenter):
         if not embedding.extras.get(INTERMEDIATE):
             raise ValueError("SAM-HQ embedding without its intermediate_embeddings: the HQ branch would be skipped")
         return {"image_embeddings": embedding.embeddings, INTERMEDIATE: embedding.extras[INTERMEDIATE]}
+
+    real_width_variants = variants  # built from sam.PUBLISHED_VISION, vit_dim = the ViT's width
 
 
 FAMILY = SamHqSegmenter
