@@ -71,6 +71,41 @@ def test_bad_value_and_bad_input_are_one_line_too(tmp_path):
     assert proc.returncode == 1 and proc.stderr == f"error: {missing}: parameter file not found\n"
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["models"]["segmenter"].update(family="sam3"), "models.segmenter.family 'sam3': expected one of ["),
+    (lambda p: p["decode"].update(negatives="sometimes"), "decode.negatives 'sometimes': expected one of ("),
+])
+def test_a_bad_segmenter_parameter_stops_decode_with_one_line(tmp_path, edit, message):
+    params = _params_with(tmp_path, edit)
+    proc = _stage("decode", "--params", str(params))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+
+
+def test_a_segmenter_folder_of_another_family_or_missing_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from pipeline.decoding.params import SamModelParams
+    from pipeline.decoding.sam import load_sam_models
+    from pipeline.segmenters.params import SegmenterParams
+
+    folder = tmp_path / "sam-vit-base"
+    shutil.copytree(REPO / "tests" / "data" / "segmenter_folders" / "sam", folder)
+    (folder / "model.safetensors").write_bytes(b"")  # the config is read before any weight
+
+    def load_as(family):
+        return lambda argv: load_sam_models("real", SamModelParams(), False, segmenter=SegmenterParams(family, str(folder)))
+
+    monkeypatch.delenv("VLMSAM_DEBUG", raising=False)
+    assert run_entry(load_as("sam_hq"), []) == 1
+    assert capsys.readouterr().err == (f"error: models.segmenter.id {str(folder)!r}: config.json is model_type 'sam', "
+                                       "not 'sam_hq' (models.segmenter.family 'sam_hq')\n")
+    (folder / "preprocessor_config.json").unlink()
+    assert run_entry(load_as("sam"), []) == 1
+    assert capsys.readouterr().err == (f"error: {folder / 'preprocessor_config.json'}: missing from the checkpoint "
+                                       "folder (models.segmenter.id)\n")
+
+
 def test_vlmsam_command_prints_project_errors_as_one_line(tmp_path):
     params = _params_with(tmp_path, lambda p: p["models"].update(profil="smoke"))
     vlmsam = Path(sys.executable).parent / "vlmsam"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline.segmenters import LoadRequest, PromptQueries, SegmenterLoadError, load_segmenter
+from pipeline.segmenters import LoadRequest, PromptQueries, SegmenterLoadError, get_family, load_segmenter
 
 FAMILIES = ["sam", "sam_hq"]
+FOLDERS = Path(__file__).resolve().parent / "data" / "segmenter_folders"
 
 
 def _processor(seg):
@@ -103,3 +108,46 @@ def test_sam_hq_refuses_an_embedding_without_intermediate_embeddings():
     queries = PromptQueries(np.array([[[5.0, 5.0]]], np.float32), np.array([[1]], np.int64))
     with pytest.raises(ValueError, match="intermediate_embeddings"):
         seg.decode_raw(emb, queries)
+
+
+@pytest.fixture(params=FAMILIES)
+def fixture_folder(request, tmp_path):
+    """tests/data/segmenter_folders/<family> (the published files, widths shrunk) with tiny seeded
+    safetensors weights written beside them; (family, folder, the state dict written)."""
+    from transformers import PretrainedConfig
+
+    family = request.param
+    folder = tmp_path / family
+    shutil.copytree(FOLDERS / family, folder)
+    cls = get_family(family)
+    config_class = cls.model_class().config_class
+    torch.manual_seed(0)
+    model = cls.model_class()(config_class.from_dict(PretrainedConfig.get_config_dict(str(folder))[0]))
+    model.save_pretrained(tmp_path / "saved")  # only its weights file is kept: the config stays as published
+    shutil.copy(tmp_path / "saved" / "model.safetensors", folder)
+    return family, folder, model.state_dict()
+
+
+def test_fixture_folder_loads_through_the_real_profile(fixture_folder):
+    from pipeline.decoding.params import sam_models_from_section, segmenter_from_section
+    from pipeline.decoding.sam import load_sam_models
+
+    family, folder, state = fixture_folder
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    models = {"profile": "real", "segmenter": {"family": family, "id": str(folder)}}
+    profile, sam_params = sam_models_from_section(models)
+    seg = load_sam_models(profile, sam_params, False, "cpu", segmenter_from_section(models))
+    assert type(seg).family == family and not seg.smoke and seg.provenance == {"family": family, "id": str(folder), "profile": "real"}
+    published = json.loads((folder / "config.json").read_text())
+    assert seg.model.config.model_type == published["model_type"] == type(seg).model_type
+    assert seg.model.config.mask_decoder_config.hidden_size == published["mask_decoder_config"]["hidden_size"]
+    assert seg.model.config.vision_config.num_hidden_layers == published["vision_config"]["num_hidden_layers"]
+    assert seg.image_processor.size["longest_edge"] == json.loads((folder / "preprocessor_config.json").read_text())["size"]["longest_edge"]
+    for key, value in seg.model.state_dict().items():
+        torch.testing.assert_close(value, state[key], atol=0, rtol=0)
+    image = np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    emb = seg.embed(image)
+    assert tuple(emb.embeddings.shape[-2:]) == (published["prompt_encoder_config"]["image_embedding_size"],) * 2
+    queries = PromptQueries(np.array([[[30.0, 20.0], [70.0, 40.0]]], np.float32), np.array([[1, 0]], np.int64))
+    out = seg.decode(emb, queries)
+    assert out.masks.shape == (1, 60, 90) and np.isfinite(out.iou).all()

@@ -57,3 +57,27 @@ def test_efficient_sam_segmenter_equals_model(with_box):
         best = int(iou[0, 0].argmax())
         np.testing.assert_array_equal(whole.masks[q], (logits[0, 0, best] > 0).numpy())
         assert abs(whole.iou[q] - float(iou[0, 0, best])) < 1e-5
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_every_family_builds_its_published_decoder_with_random_weights(name):
+    """`seeded_real_width` (what bench_segmenter_decoders.py times): seeded, marked smoke, nothing
+    downloaded; over one embedding its decoder gives the published 256x256 multimask logits."""
+    cls = get_family(name)
+    assert cls.real_width_variants, f"segmenter family {name!r} lists no real_width_variants"
+    seg = cls.seeded_real_width(cls.real_width_variants[0], "cpu", encoder_blocks=1)
+    assert type(seg) is cls and seg.smoke and seg.provenance["family"] == name
+    emb = seg.embed(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    raw = seg.decode_raw(emb, _queries(np.random.default_rng(1), 2, 64, 48))
+    assert raw.low_res_logits.shape == (2, 3, 256, 256) and raw.iou.shape == (2, 3)
+    with pytest.raises(ValueError):
+        cls.seeded_real_width("no-such-variant")
+
+
+def test_a_vit_cut_keeps_its_widths_and_a_global_block():
+    from pipeline.segmenters.sam import PUBLISHED_VISION, cut_vision
+
+    huge = PUBLISHED_VISION["huge"]
+    assert cut_vision(huge, 1) == {**huge, "num_hidden_layers": 1, "global_attn_indexes": [0]}
+    assert cut_vision(PUBLISHED_VISION["base"], 6)["global_attn_indexes"] == [2, 5]
+    assert cut_vision(huge, None) == cut_vision(huge, 40) == huge

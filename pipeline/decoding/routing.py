@@ -6,7 +6,8 @@ The sample stage does not know the segmenter; decode sends each family what it r
 - 'always' every sampled point;
 - 'never'  positives only.
 The slots freed on EfficientSAM stay empty: the sampler's positives are sent as sampled, no
-further points are added (the sample stage is segmenter-independent).
+further points are added (the sample stage is segmenter-independent), since its later positives
+are less sure than its first two (benchmarks/bench_freed_slots.py; README: segmenters).
 A box (labels 2/3 in `ImagePrompts`) becomes the query's box. Every entry records what was sent.
 """
 

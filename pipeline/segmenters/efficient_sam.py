@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pipeline.models.efficient_sam import (
     DECODER_MAX_NUM_INPUT_POINTS,
     OUTPUT_UPSAMPLE_MODE,
+    VARIANTS,
     build_seeded_efficient_sam,
     load_efficient_sam,
     load_mask_decoder,
@@ -117,6 +118,15 @@ class EfficientSamSegmenter(Segmenter):
             "amodal_decoder": None if amodal_path is None else str(amodal_path),
         }
         return cls(model.to(device).eval(), amodal, request.profile == "smoke", provenance)
+
+    real_width_variants = tuple(VARIANTS)  # the smoke build is already the published ViT-T / ViT-S
+
+    @classmethod
+    def seeded_real_width(cls, variant: str, device: str = "cpu", encoder_blocks: int | None = None) -> "EfficientSamSegmenter":
+        """EfficientSAM `variant` ('vitt' | 'vits') whole, seeded random weights (its encoders are small)."""
+        from pipeline.decoding.params import SamModelParams
+
+        return cls.load(LoadRequest(cls.family, profile="smoke", device=device, options=SamModelParams(variant)))
 
     @classmethod
     def weight_rows(cls, model_id: str | None) -> list[dict]:

@@ -21,6 +21,24 @@ from pipeline.segmenters.segmenter import ImageEmbedding
 # the smoke model's vision encoder: narrow and 2 blocks deep, with the full 1024 input (64x64 embedding)
 SMOKE_VISION = {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 96,
                 "global_attn_indexes": [1], "window_size": 14}
+# the published ViTs (config.json `vision_config` of facebook/sam-vit-* and syscv-community/sam-hq-vit-*,
+# mlp_dim = 4 x hidden_size), by the last part of the hub id; their prompt encoder and mask decoder
+# are transformers' defaults, the same for all three
+PUBLISHED_VISION = {
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
+    "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "global_attn_indexes": [5, 11, 17, 23]},
+    "huge": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31]},
+}
+REAL_WIDTH_SEED = 0
+
+
+def cut_vision(vision: dict, blocks: int | None) -> dict:
+    """`vision` with only its first `blocks` blocks (widths kept), the last of them global when
+    none of the published global blocks is left (SAM-HQ reads the first global block's output)."""
+    if blocks is None or blocks >= vision["num_hidden_layers"]:
+        return dict(vision)
+    kept = [i for i in vision["global_attn_indexes"] if i < blocks] or [blocks - 1]
+    return {**vision, "num_hidden_layers": blocks, "global_attn_indexes": kept}
 
 
 class SamSegmenter(TransformersSegmenter):
@@ -36,12 +54,18 @@ class SamSegmenter(TransformersSegmenter):
 
         return SamModel
 
-    @staticmethod
-    def smoke_config():
+    @classmethod
+    def smoke_config(cls):
         """A small SAM config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
+        return cls.published_config(SMOKE_VISION)
+
+    @staticmethod
+    def published_config(vision: dict):
+        """A SAM config with the ViT `vision` (SamVisionConfig keywords) and the published prompt
+        encoder and mask decoder (1024 input, 256 wide)."""
         from transformers import SamConfig, SamVisionConfig
 
-        return SamConfig(vision_config=SamVisionConfig(**SMOKE_VISION).to_dict())
+        return SamConfig(vision_config=SamVisionConfig(**vision).to_dict())
 
     @staticmethod
     def image_processor_class():
@@ -84,6 +108,22 @@ class SamSegmenter(TransformersSegmenter):
         h, w = embedding.input_size
         up = F.interpolate(low_res_logits[:, None].float(), (pad["height"], pad["width"]), mode="bilinear", align_corners=False)
         return F.interpolate(up[..., :h, :w], embedding.original_size, mode="bilinear", align_corners=False)[:, 0]
+
+    # --- real-width models with random weights (benchmarks) ---------------------------------------
+    real_width_variants = variants  # built from PUBLISHED_VISION
+
+    @classmethod
+    def seeded_real_width(cls, variant: str, device: str = "cpu", encoder_blocks: int | None = None) -> "SamSegmenter":
+        from pipeline.attention.vlm import resolve_device
+
+        if variant not in cls.real_width_variants:
+            raise ValueError(f"{cls.family} variant {variant!r}: expected one of {cls.real_width_variants}")
+        vision = cut_vision(PUBLISHED_VISION[variant.rsplit("-", 1)[-1]], encoder_blocks)
+        torch.manual_seed(REAL_WIDTH_SEED)
+        model = cls.model_class()(cls.published_config(vision))
+        provenance = {"family": cls.family, "id": None, "profile": "smoke", "variant": variant,
+                      "encoder_blocks": vision["num_hidden_layers"]}
+        return cls(model.to(resolve_device(device)).eval(), cls.image_processor_class()(), True, provenance)
 
 
 FAMILY = SamSegmenter

@@ -9,7 +9,7 @@ default `hq_token_only=False` is kept.
 
 from __future__ import annotations
 
-from pipeline.segmenters.sam import SMOKE_VISION, SamSegmenter
+from pipeline.segmenters.sam import SamSegmenter
 from pipeline.segmenters.segmenter import ImageEmbedding
 
 INTERMEDIATE = "intermediate_embeddings"
@@ -28,11 +28,11 @@ class SamHqSegmenter(SamSegmenter):
         return SamHQModel
 
     @staticmethod
-    def smoke_config():
-        """A small SAM-HQ config (narrow ViT, full 1024 input and 256-wide decoder) for smoke runs."""
+    def published_config(vision: dict):
+        """A SAM-HQ config with the ViT `vision`; the HQ decoder's `vit_dim` is its width."""
         from transformers import SamHQConfig, SamHQMaskDecoderConfig, SamHQVisionConfig
 
-        vision = SamHQVisionConfig(**SMOKE_VISION)
+        vision = SamHQVisionConfig(**vision)
         decoder = SamHQMaskDecoderConfig(vit_dim=vision.hidden_size)
         return SamHQConfig(vision_config=vision.to_dict(), mask_decoder_config=decoder.to_dict())
 
@@ -44,6 +44,8 @@ class SamHqSegmenter(SamSegmenter):
         if not embedding.extras.get(INTERMEDIATE):
             raise ValueError("SAM-HQ embedding without its intermediate_embeddings: the HQ branch would be skipped")
         return {"image_embeddings": embedding.embeddings, INTERMEDIATE: embedding.extras[INTERMEDIATE]}
+
+    real_width_variants = variants  # built from sam.PUBLISHED_VISION, vit_dim = the ViT's width
 
 
 FAMILY = SamHqSegmenter

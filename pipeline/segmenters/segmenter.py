@@ -156,6 +156,18 @@ class Segmenter(ABC):
             return None
         return cls.max_points - (2 if with_box and cls.box_takes_points else 0)
 
+    # --- real-width models with random weights (benchmarks) ------------------------------------
+    real_width_variants: ClassVar[tuple[str, ...]] = ()  # published variants `seeded_real_width` builds
+
+    @classmethod
+    def seeded_real_width(cls, variant: str, device: str = "cpu", encoder_blocks: int | None = None) -> "Segmenter":
+        """The published `variant` (one of `real_width_variants`) with seeded random weights
+        (`smoke=True`), nothing downloaded: prompt encoder and mask decoder exactly as published;
+        the image encoder at its published widths, cut to its first `encoder_blocks` blocks when
+        given (the embedding and extras the decoder reads keep their real shapes; a family whose
+        encoder is small may build it whole). For benchmarks of the decoder."""
+        raise NotImplementedError(f"segmenter family {cls.family!r} has no real-width seeded build")
+
     # --- encode / decode -------------------------------------------------------------------------
     @abstractmethod
     def embed(self, image: np.ndarray) -> ImageEmbedding:
