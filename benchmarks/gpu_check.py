@@ -350,7 +350,8 @@ def build_sam2(tiny: bool, device: str):
 
     if tiny:
         return load_segmenter(LoadRequest("sam2", profile="smoke", device=device))
-    return get_family("sam2").random_large(device)
+    family = get_family("sam2")
+    return family.seeded_real_width(family.real_width_variants[0], device)
 
 
 def measure_sam2(rep: Report, tiny: bool, record, image, device: str, reps: int) -> None:

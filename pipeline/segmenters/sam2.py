@@ -60,17 +60,28 @@ class Sam2Segmenter(TransformersSegmenter):
     def smoke_model(cls):
         return cls.model_class()(sam2_config(SMOKE_HIERA)), Sam2Processing.published()
 
+    # --- real-width models with random weights (benchmarks, gpu_check) ------------------------------
+    real_width_variants = ("facebook/sam2.1-hiera-large",)  # built from LARGE_HIERA
+
     @classmethod
-    def random_large(cls, device: str) -> "Sam2Segmenter":
-        """facebook/sam2.1-hiera-large's architecture at its real widths with seeded random weights,
-        built on `device` (benchmarks: timing only, a smoke model)."""
+    def seeded_real_width(cls, variant: str, device: str = "cpu", encoder_blocks: int | None = None) -> "Sam2Segmenter":
+        """facebook/sam2.1-hiera-large at its real widths with seeded random weights, built on
+        `device`; `encoder_blocks` keeps that many blocks (at least 2) in Hiera's third stage and one in
+        each other stage, its second block global (a stage's first block pools, so it is windowed);
+        every feature map keeps its real shape."""
         from pipeline.attention.vlm import resolve_device
         from pipeline.segmenters._transformers_family import SMOKE_SEED
 
+        if variant not in cls.real_width_variants:
+            raise ValueError(f"{cls.family} variant {variant!r}: expected one of {cls.real_width_variants}")
+        hiera = dict(LARGE_HIERA)
+        if encoder_blocks:
+            hiera.update(blocks_per_stage=[1, 1, max(2, encoder_blocks), 1], global_attention_blocks=[3])
         torch.manual_seed(SMOKE_SEED)
         with torch.device(resolve_device(device)):
-            model = cls.model_class()(sam2_config(LARGE_HIERA))
-        provenance = {"family": cls.family, "id": f"random/{cls.default_id}", "profile": "smoke"}
+            model = cls.model_class()(sam2_config(hiera))
+        provenance = {"family": cls.family, "id": f"random/{variant}", "profile": "smoke", "variant": variant,
+                      "encoder_blocks": sum(hiera["blocks_per_stage"])}
         return cls(model.eval(), Sam2Processing.published(), True, provenance)
 
     @classmethod
