@@ -2,8 +2,8 @@
 params.yaml (the embedded sample; no checkpoints here, so `models.profile: auto` runs the smoke
 profile).
 
-A first `dvc repro` runs the four stages and writes reports/metrics.json, after which `dvc status`
-is clean and a second `dvc repro` does nothing; changing a sampling parameter re-runs sample ->
+A first `dvc repro` runs the stages and writes reports/metrics.json, after which `dvc status`
+names only the `proposals` fingerprint stage (always run) and a second `dvc repro` runs nothing else; changing a sampling parameter re-runs sample ->
 decode -> evaluate and skips extract; metrics and plots are readable by `dvc metrics` / `dvc plots`;
 `dvc exp run -S prompt_mode=box` from the repository root sweeps and `vlmsam compare` reports it.
 """
@@ -23,6 +23,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # what a fresh clone holds that the pipeline reads (tests, benchmarks, scripts are not needed)
+# the fingerprint of dataset.proposals, run by every `dvc repro` (dvc.yaml; the others re-run
+# only when it changes)
+ALWAYS_RUN = {"proposals": ["always changed"]}
 PROJECT_FILES = ("pipeline", "stages", "sample", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", ".dvc")
 
 
@@ -71,7 +74,7 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(first) == ["extract", "sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(first) == ["proposals", "extract", "sample", "decode", "evaluate", "gallery"]
     assert "models.profile auto: real checkpoints missing" in first and "SMOKE" in first
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["smoke"] is True and metrics["n_gt"] > 0
@@ -80,11 +83,11 @@ def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
     assert "SMOKE RUN" in gallery and gallery.count("data-gt-id") == 0  # cards are built in the browser
     assert len((project / "reports" / "gallery" / "gallery.csv").read_text().splitlines()) == metrics["n_gt"] + 1
 
-    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
+    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == ALWAYS_RUN
     second = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(second) == [] and "Data and pipelines are up to date" in second
+    assert _ran_stages(second) == ["proposals"] and "Stage 'extract' didn't change, skipping" in second
     demo = _run([str(BIN / "vlmsam"), "demo"], project)  # an alias of the same `dvc repro`
-    assert _ran_stages(demo) == [] and "SMOKE RUN" in demo and "report: reports/report.md" in demo
+    assert _ran_stages(demo) == ["proposals"] and "SMOKE RUN" in demo and "report: reports/report.md" in demo
 
 
 def test_sampling_change_reruns_sample_decode_evaluate_only(project):
@@ -96,9 +99,9 @@ def test_sampling_change_reruns_sample_decode_evaluate_only(project):
     params["sample"]["n_pos"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project))
-    assert set(status) == {"sample"}  # dvc status names the changed stage; repro runs its descendants
+    assert set(status) == {"sample", *ALWAYS_RUN}  # the changed stage; repro runs its descendants
     out = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(out) == ["sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(out) == ["proposals", "sample", "decode", "evaluate", "gallery"]
     assert "Stage 'extract' didn't change, skipping" in out
     assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract"] == extract_lock
     assert (project / "cache" / "attention.h5").stat().st_mtime_ns == cache_mtime
@@ -114,7 +117,7 @@ def test_exp_run_sweep_from_the_root_and_comparison_report(project):
         _run([str(BIN / "dvc"), "repro"], project)
     _commit(project, "baseline run")
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "pm-box", "-S", "prompt_mode=box"], project)
-    assert _ran_stages(out) == ["sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(out) == ["proposals", "sample", "decode", "evaluate", "gallery"]
     _run([str(BIN / "vlmsam"), "compare", "--out", "compare.md"], project)
     report = (project / "compare.md").read_text()
     assert "SMOKE" in report.splitlines()[2]
@@ -136,7 +139,7 @@ def test_launcher_is_not_a_stage_parameter(project):
     params["launch"]["launcher"] = "torchrun --nproc_per_node 8"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
+        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == ALWAYS_RUN
     finally:
         params_file.write_text(original)
 
@@ -153,7 +156,7 @@ def test_qwen_experiment_beside_llava_in_comparison_report(project):
     # never reads the attention, so DVC would restore evaluate from its run cache
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "qwen25", "-S", "models.vlm.family=qwen2_5_vl",
                 "-S", "models.vlm.id=Qwen/Qwen2.5-VL-7B-Instruct", "-S", "prompt_mode=points"], project)
-    assert _ran_stages(out) == ["extract", "sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(out) == ["proposals", "extract", "sample", "decode", "evaluate", "gallery"]
     info = read_info(project / "cache" / "attention.h5")
     assert info.smoke and info.model_id == "smoke/qwen2_5_vl"
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
