@@ -57,7 +57,11 @@ def _commit(root: Path, message: str) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A fresh-clone-like copy of the project, committed, params.yaml untouched."""
-    root = tmp_path_factory.mktemp("clone") / "vlmsam"
+    return fresh_clone(tmp_path_factory.mktemp("clone") / "vlmsam")
+
+
+def fresh_clone(root: Path) -> Path:
+    """Copy the files a fresh clone holds into the new folder `root` and commit them."""
     root.mkdir()
     for name in PROJECT_FILES:
         src = REPO / name
@@ -72,7 +76,7 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
+def test_repro_is_the_main_job_and_a_second_repro_runs_only_the_fingerprint(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
     assert _ran_stages(first) == ["proposals", "extract", "sample", "decode", "evaluate", "gallery"]
     assert "models.profile auto: real checkpoints missing" in first and "SMOKE" in first

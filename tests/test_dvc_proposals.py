@@ -6,12 +6,11 @@ file makes extract and everything after it out of date."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import yaml
 
-from test_dvc_pipeline import BIN, PROJECT_FILES, REPO, _commit, _ran_stages, _run
+from test_dvc_pipeline import BIN, _ran_stages, _run, fresh_clone
 from test_proposals import BAD, MIN_SCORE, SAMPLE, _cocoeval_stats, write_sample_proposals
 
 from pipeline.evaluation.ap import AP_KEYS
@@ -19,19 +18,7 @@ from pipeline.evaluation.ap import AP_KEYS
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clone_proposals") / "vlmsam"
-    root.mkdir()
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-        else:
-            shutil.copy(src, root / name)
-    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@vlmsam.test"],
-                 ["git", "config", "user.name", "ci"]):
-        _run(args, root)
-    _commit(root, "fresh clone")
-    return root
+    return fresh_clone(tmp_path_factory.mktemp("clone_proposals") / "vlmsam")
 
 
 def test_repro_with_proposals(project):

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.datasets.record import AmodalDataset
@@ -77,6 +78,11 @@ def evaluate(dataset: AmodalDataset, amodal_file: str | os.PathLike,
                                counts=counts_dict(truth, amodal, visible, skipped_image_ids(skips or [])))
         if matches is not None:
             metrics["proposal_matches"] = matches
+        if skips is not None and dataset.proposals is not None:
+            # a skipped image's Skip counts its queries; its ground-truth instances are the misses
+            n_truth = {im.id: len(im.instances) for im in truth.images}
+            skips = [replace(s, instances=n_truth.get(s.image_id, 0)) if s.annotation_id is None else s
+                     for s in skips]
         metrics["skipped"] = None if skips is None else summarize(skips)
         binned = binned_means(ious, params.occlusion_bins)
     with _timed(timings, "report"):
