@@ -273,3 +273,27 @@ def test_matching_is_greedy_by_score_one_ground_truth_each(proposals_file, tmp_p
         pairs = match(one, ranked(read_checked(file, one).entries, "det_x_iou", file))
         assert pairs == {b.id: truth.id}
     assert math.isclose(ranked(entries, "det_x_iou", file)[1]["score"], 0.9)
+
+
+def test_ground_truth_only_decode_settings_are_refused_under_proposals():
+    from pipeline.decoding.params import DecodeParams
+
+    DecodeParams().check_without_ground_truth("dataset.proposals")  # the defaults need no ground truth
+    with pytest.raises(ValueError, match="decode.modal_given .* dataset.proposals"):
+        DecodeParams(modal_given=True).check_without_ground_truth("dataset.proposals")
+    with pytest.raises(ValueError, match="decode.occluders 'gt' .* dataset.proposals"):
+        DecodeParams(occluders="gt").check_without_ground_truth("dataset.proposals")
+
+
+def test_fingerprint_stage_writes_the_files_sha256_or_null(proposals_file, tmp_path, monkeypatch):
+    import yaml
+
+    from stages import proposals as stage
+
+    path, _ = proposals_file
+    monkeypatch.chdir(tmp_path)
+    for value, want in ((None, {"path": None}),
+                        (str(path), {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})):
+        Path("params.yaml").write_text(yaml.safe_dump({"dataset": {"proposals": value}}))
+        assert stage.main(["--params", "params.yaml"]) == want
+        assert json.loads(Path("cache/proposals.json").read_text()) == want
