@@ -29,9 +29,10 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS) -> dict:
     with reading(params_path):
         dataset_params = DatasetParams.from_dict(section(params, "dataset", params_path))
         gallery_params = GalleryParams.from_dict(section(params, "gallery", params_path))
-        evaluate_params = EvaluateParams.from_dict(section(params, "evaluate", params_path))
+        proposal_score = (EvaluateParams.from_dict(section(params, "evaluate", params_path)).proposal_score
+                          if dataset_params.proposals is not None else None)
     metrics = json.loads(METRICS.read_text(encoding="utf-8")) if METRICS.exists() else None
     dataset, outputs = load(dataset_params), RunOutputs()
     if dataset.proposals is not None:
-        dataset = paired_from_file(dataset, outputs.amodal, evaluate_params.proposal_score)
+        dataset = paired_from_file(dataset, outputs.amodal, proposal_score)
     return build_gallery(dataset, outputs, GALLERY_DIR, gallery_params, metrics)
