@@ -7,12 +7,14 @@ entry per prompted instance:
     segmentation   dict   COCO RLE with str counts, original-image size
     score          float  EfficientSAM's predicted IoU of the chosen mask
     gt_id          int    ground-truth instance the prediction was prompted for (for mIoU;
-                          optional for AP)
+                          optional for AP); under `dataset.proposals` the proposal query's id
 Optional per-instance fields written by the decode stage:
     prompt_mode    str    'points' | 'box' | 'points+box'
     completion     str    amodal completion variant ('decoder' for a learned amodal decoder)
     fallback       str    '' or the sampler's fallback reason
     smoke          bool   True when any model in the chain had random weights
+    detector_score float  the detector's score of the proposal the query came from
+                          (`dataset.proposals`; evaluate ranks by it, `evaluate.proposal_score`)
   amodal file only (see pipeline/decoding/occluders.py and run.py):
     modal_given    bool   amodal mask completed from ground-truth visible masks (score 1.0)
     occluder_source str|null  which occluders were used ('vlm', 'vlm_none', 'overlap_unmatched',

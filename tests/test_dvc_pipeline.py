@@ -2,8 +2,8 @@
 params.yaml (the embedded sample; no checkpoints here, so `models.profile: auto` runs the smoke
 profile).
 
-A first `dvc repro` runs the four stages and writes reports/metrics.json, after which `dvc status`
-is clean and a second `dvc repro` does nothing; changing a sampling parameter re-runs sample ->
+A first `dvc repro` runs the stages and writes reports/metrics.json, after which `dvc status`
+names only the `proposals` fingerprint stage (always run) and a second `dvc repro` runs nothing else; changing a sampling parameter re-runs sample ->
 decode -> evaluate and skips extract; metrics and plots are readable by `dvc metrics` / `dvc plots`;
 `dvc exp run -S prompt_mode=box` from the repository root sweeps and `vlmsam compare` reports it.
 """
@@ -23,6 +23,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # what a fresh clone holds that the pipeline reads (tests, benchmarks, scripts are not needed)
+# the fingerprint of dataset.proposals, run by every `dvc repro` (dvc.yaml; the others re-run
+# only when it changes)
+ALWAYS_RUN = {"proposals": ["always changed"]}
 PROJECT_FILES = ("pipeline", "stages", "sample", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", ".dvc")
 
 
@@ -62,7 +65,11 @@ def _compare_column(root: Path, out_name: str, column: str) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A fresh-clone-like copy of the project, committed, params.yaml untouched."""
-    root = tmp_path_factory.mktemp("clone") / "vlmsam"
+    return fresh_clone(tmp_path_factory.mktemp("clone") / "vlmsam")
+
+
+def fresh_clone(root: Path) -> Path:
+    """Copy the files a fresh clone holds into the new folder `root` and commit them."""
     root.mkdir()
     for name in PROJECT_FILES:
         src = REPO / name
@@ -77,9 +84,9 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
-def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
+def test_repro_is_the_main_job_and_a_second_repro_runs_only_the_fingerprint(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(first) == ["extract", "sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(first) == ["proposals", "extract", "sample", "decode", "evaluate", "gallery"]
     assert "models.profile auto: real checkpoints missing" in first and "SMOKE" in first
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["smoke"] is True and metrics["n_gt"] > 0
@@ -88,11 +95,11 @@ def test_repro_is_the_main_job_and_a_second_repro_does_nothing(project):
     assert "SMOKE RUN" in gallery and gallery.count("data-gt-id") == 0  # cards are built in the browser
     assert len((project / "reports" / "gallery" / "gallery.csv").read_text().splitlines()) == metrics["n_gt"] + 1
 
-    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
+    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == ALWAYS_RUN
     second = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(second) == [] and "Data and pipelines are up to date" in second
+    assert _ran_stages(second) == ["proposals"] and "Stage 'extract' didn't change, skipping" in second
     demo = _run([str(BIN / "vlmsam"), "demo"], project)  # an alias of the same `dvc repro`
-    assert _ran_stages(demo) == [] and "SMOKE RUN" in demo and "report: reports/report.md" in demo
+    assert _ran_stages(demo) == ["proposals"] and "SMOKE RUN" in demo and "report: reports/report.md" in demo
 
 
 def test_sampling_change_reruns_sample_decode_evaluate_only(project):
@@ -104,9 +111,9 @@ def test_sampling_change_reruns_sample_decode_evaluate_only(project):
     params["sample"]["n_pos"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project))
-    assert set(status) == {"sample"}  # dvc status names the changed stage; repro runs its descendants
+    assert set(status) == {"sample", *ALWAYS_RUN}  # the changed stage; repro runs its descendants
     out = _run([str(BIN / "dvc"), "repro"], project)
-    assert _ran_stages(out) == ["sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(out) == ["proposals", "sample", "decode", "evaluate", "gallery"]
     assert "Stage 'extract' didn't change, skipping" in out
     assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract"] == extract_lock
     assert (project / "cache" / "attention.h5").stat().st_mtime_ns == cache_mtime
@@ -122,7 +129,7 @@ def test_exp_run_sweep_from_the_root_and_comparison_report(project):
         _run([str(BIN / "dvc"), "repro"], project)
     _commit(project, "baseline run")
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", "pm-box", "-S", "prompt_mode=box"], project)
-    assert _ran_stages(out) == ["sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(out) == ["proposals", "sample", "decode", "evaluate", "gallery"]
     _run([str(BIN / "vlmsam"), "compare", "--out", "compare.md"], project)
     report = (project / "compare.md").read_text()
     assert "SMOKE" in report.splitlines()[2]
@@ -144,7 +151,7 @@ def test_launcher_is_not_a_stage_parameter(project):
     params["launch"]["launcher"] = "torchrun --nproc_per_node 8"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == {}
+        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], project)) == ALWAYS_RUN
     finally:
         params_file.write_text(original)
 
@@ -161,7 +168,7 @@ def _smoke_experiment(project, name: str, family: str, model_id: str):
     # never reads the attention, so DVC would restore evaluate from its run cache
     out = _run([str(BIN / "dvc"), "exp", "run", "-n", name, "-S", f"models.vlm.family={family}",
                 "-S", f"models.vlm.id={model_id}", "-S", "prompt_mode=points"], project)
-    assert _ran_stages(out) == ["extract", "sample", "decode", "evaluate", "gallery"]
+    assert _ran_stages(out) == ["proposals", "extract", "sample", "decode", "evaluate", "gallery"]
     info = read_info(project / "cache" / "attention.h5")
     assert info.smoke and info.model_id == f"smoke/{family}"
     metrics = json.loads((project / "reports" / "metrics.json").read_text())

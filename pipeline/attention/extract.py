@@ -372,7 +372,7 @@ def cache_info(vlm, params: ExtractParams, layers: list[int], dataset: AmodalDat
         "model": {"id": vlm.model_id, "revision": vlm.revision, "family": vlm.family,
                   "dtype": dtype, "smoke": vlm.smoke},
         "dataset": {"name": dataset.name, "annotations": str(dataset.annotation_file),
-                    "image_files": image_files_identity(dataset)},
+                    "image_files": image_files_identity(dataset), "proposals": dataset.proposals},
     }
     return CacheInfo(vlm.model_id, vlm.revision, params.all_templates(), layers, run_params, vlm.smoke)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.datasets.loader import FLAVOURS, load_dataset
+from pipeline.datasets.proposals import with_proposals
 from pipeline.datasets.record import AmodalDataset
 from pipeline.params_file import reject_unknown
 
@@ -31,6 +32,12 @@ class DatasetParams:
                  skipped (default 0.01)
     include_stuff  cocoa_original only: keep the regions marked `isStuff` (default False: left
                  out, they are not objects)
+    proposals    a detector's COCO results file of boxes ([{image_id, category_id, bbox,
+                 score}], as mmdetection and detectron2 write it): each kept box is one query
+                 in place of the ground-truth instances (`pipeline/datasets/proposals.py`);
+                 None = the ground-truth boxes (default None)
+    proposal_min_score  proposals scored below this are dropped (default 0.0: keep every
+                 box the file holds; detectors already cut at their own test threshold)
     """
 
     flavour: str | None = None
@@ -40,6 +47,8 @@ class DatasetParams:
     on_error: str = "skip"
     max_skipped_fraction: float = 0.01
     include_stuff: bool = False
+    proposals: str | None = None
+    proposal_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         from pipeline.datasets.skips import ON_ERROR
@@ -57,6 +66,11 @@ class DatasetParams:
             raise ValueError(f"dataset.annotations must be a non-empty path, got {self.annotations!r}")
         if self.images is not None and (not isinstance(self.images, str) or not self.images):
             raise ValueError(f"dataset.images must be a path or null, got {self.images!r}")
+        if self.proposals is not None and (not isinstance(self.proposals, str) or not self.proposals):
+            raise ValueError(f"dataset.proposals must be a path or null, got {self.proposals!r}")
+        s = self.proposal_min_score
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s <= 1:
+            raise ValueError(f"dataset.proposal_min_score must be a number in [0, 1], got {s!r}")
         if self.max_images is not None and (
             isinstance(self.max_images, bool) or not isinstance(self.max_images, int)
             or self.max_images < 1
@@ -72,8 +86,9 @@ class DatasetParams:
 
 
 def load(params: DatasetParams, check_images: bool = False) -> AmodalDataset:
-    """Load the dataset the parameters describe."""
-    return load_dataset(
+    """Load the dataset the parameters describe; under `proposals`, its instances are the
+    proposal queries and its `ground_truth` the annotated instances."""
+    dataset = load_dataset(
         Path(params.annotations),
         flavour=params.flavour,
         image_dir=None if params.images is None else Path(params.images),
@@ -82,3 +97,7 @@ def load(params: DatasetParams, check_images: bool = False) -> AmodalDataset:
         on_error=params.on_error,
         include_stuff=params.include_stuff,
     )
+    if params.proposals is None:
+        return dataset
+    return with_proposals(dataset, params.proposals, params.proposal_min_score, params.on_error,
+                          image_subset=params.max_images is not None)

@@ -16,7 +16,9 @@ class Instance:
     with str counts; `occlusion_rate` = 1 - visible area / amodal area; `occluder_ids`
     lists instance ids of the occluders where the dataset gives them, else None.
     Objects given by a user in single-image mode (`pipeline/api.py`) have no annotation:
-    their `amodal_rle`, `visible_rle` and `occlusion_rate` are None, never made up.
+    their `amodal_rle`, `visible_rle` and `occlusion_rate` are None, never made up; so have
+    the queries made from detector proposals (`pipeline/datasets/proposals.py`), whose `score`
+    is the detector's (None for every other instance).
     """
 
     id: int
@@ -27,6 +29,7 @@ class Instance:
     visible_rle: dict | None
     occlusion_rate: float | None
     occluder_ids: tuple[int, ...] | None = None
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class AmodalDataset:
 
     `skips`: annotation records left out under `dataset.on_error: skip` (Skip objects of
     `pipeline/datasets/skips.py`); empty when nothing was skipped.
+    Under `dataset.proposals` the images' instances are the proposal queries, `ground_truth`
+    is the dataset they are evaluated against and `proposals` describes the proposals file
+    (`pipeline/datasets/proposals.py`); both are None otherwise.
     """
 
     name: str
@@ -55,6 +61,8 @@ class AmodalDataset:
     categories: dict[int, str]
     flavour: str | None = None  # the annotation flavour it was loaded as; None when built in memory
     skips: tuple = ()
+    ground_truth: "AmodalDataset | None" = None
+    proposals: dict | None = None
 
     def instance_count(self) -> int:
         return sum(len(im.instances) for im in self.images)

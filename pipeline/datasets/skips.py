@@ -1,16 +1,17 @@
 """Skipped records: the one definition of what a run leaves out under `dataset.on_error: skip`.
 
 A `Skip` names one left-out record and why:
-    stage          'load' (annotation file), 'extract' or 'decode' (image pixels)
+    stage          'load' (annotation or proposals file), 'extract' or 'decode' (image pixels)
     reason         one of REASONS
-    file           the annotation file (annotation records) or the image file (images)
+    file           the annotation file (annotation records), the proposals file (detector
+                   proposals, `pipeline/datasets/proposals.py`) or the image file (images)
     image_id       the image the record belongs to (None when the record does not say)
     annotation_id  the annotation record (-1 when the record has no integer id; None for a
-                   whole image)
+                   whole image); for a proposal, its index in the proposals file
     instances      ground-truth instances left without a prediction by this skip: every
                    instance of a skipped image (they stay in the ground truth and count as
                    misses in AP), 1 for a malformed annotation (it has no usable mask, so it
-                   cannot be ground truth; it is counted here instead)
+                   cannot be ground truth; it is counted here instead), 0 for a proposal
     message        the full error line
 
 Each stage writes the skips it knows (those of its inputs plus its own) beside its main
@@ -47,7 +48,12 @@ log = logging.getLogger(__name__)
 IMAGE_UNREADABLE = "image unreadable"
 IMAGE_SIZE = "image size differs from its annotation entry"
 ANNOTATION_MALFORMED = "annotation malformed"
-REASONS = (IMAGE_UNREADABLE, IMAGE_SIZE, ANNOTATION_MALFORMED)
+PROPOSAL_MALFORMED = "proposal malformed"
+PROPOSAL_IMAGE = "proposal image unknown"
+PROPOSAL_CATEGORY = "proposal category unknown"
+PROPOSAL_BOX = "proposal box empty or outside its image"
+PROPOSAL_REASONS = (PROPOSAL_MALFORMED, PROPOSAL_IMAGE, PROPOSAL_CATEGORY, PROPOSAL_BOX)
+REASONS = (IMAGE_UNREADABLE, IMAGE_SIZE, ANNOTATION_MALFORMED, *PROPOSAL_REASONS)
 ON_ERROR = ("skip", "stop")
 SKIPS_SUFFIX = ".skips.json"
 

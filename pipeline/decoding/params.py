@@ -141,6 +141,15 @@ class DecodeParams:
         if isinstance(self.exemplar_bank_size, bool) or not isinstance(self.exemplar_bank_size, int) or self.exemplar_bank_size < 1:
             raise ValueError(f"decode.exemplar_bank_size must be a positive integer, got {self.exemplar_bank_size!r}")
 
+    def check_without_ground_truth(self, why: str) -> None:
+        """ValueError when these settings need the queries' ground-truth masks or occluder ids,
+        which queries made from detector proposals (`why`) do not have."""
+        if self.modal_given:
+            raise ValueError(f"decode.modal_given completes ground-truth visible masks; {why} queries have none")
+        if self.occluders == "gt":
+            raise ValueError(f"decode.occluders 'gt' reads the dataset's occluder ids; {why} queries have none "
+                             "(use 'vlm' or 'overlap')")
+
     @property
     def first_pass_completion(self) -> str:
         """The completion each image gets when decoded: for 'exemplar' its fallback (the

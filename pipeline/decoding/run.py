@@ -110,6 +110,7 @@ def _entry(image: ImageRecord, inst, mask: np.ndarray, score: float, **extra) ->
         "segmentation": rle.encode(mask),
         "score": float(score),
         "gt_id": int(inst.id),
+        **({} if inst.score is None else {"detector_score": float(inst.score)}),
         **extra,
     }
 
@@ -205,6 +206,7 @@ def run_hash(dataset: AmodalDataset, params: DecodeParams, models: SamModels, in
             "inputs": inputs.provenance,
             "smoke": inputs.smoke,
             "annotations": str(dataset.annotation_file),
+            "proposals": dataset.proposals,
         }
     )
 

@@ -38,6 +38,8 @@ def run_stage(params_path: str | os.PathLike = DEFAULT_PARAMS, num_shards: int |
                                        str(params_path))
         profile, sam_params = sam_models_from_section(models)
         segmenter = segmenter_from_section(models)
+        if dataset_params.proposals is not None:
+            decode_params.check_without_ground_truth("dataset.proposals")
     dataset = load(dataset_params)
     return run_decode(dataset, decode_params, profile, sam_params,
                       DEFAULT_POINTS, DEFAULT_CACHE, DEFAULT_VISIBLE, DEFAULT_AMODAL, segmenter=segmenter,

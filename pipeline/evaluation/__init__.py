@@ -8,7 +8,9 @@ Outputs under the output folder (names defined in `pipeline.evaluation.report`):
        "miou": {amodal_full, amodal_occluded, visible},                gives -1 / no instance
        "buckets": {"none"|"partial"|"heavy": {n, amodal_full, amodal_occluded, visible}},
        "n_gt": ground-truth instances, "n_pred": prompted instances (entries per file),
-       "smoke": true when the predictions come from random weights}
+       "smoke": true when the predictions come from random weights,
+       "proposal_matches": under dataset.proposals only: {rule, matched,
+                           ground_truth_unmatched, predictions_unmatched}, see proposals.py}
   report.md                    tables; a loud SMOKE banner first when smoke
   plots/pr_curves.csv          recall, amodal_iou50, amodal_iou75, visible_iou50,
                                visible_iou75, smoke: precision at COCOeval's 101 recall

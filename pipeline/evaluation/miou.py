@@ -51,15 +51,16 @@ def bucket_of(occlusion_rate: float) -> str:
 
 def instance_ious(dataset: AmodalDataset, amodal: CheckedPredictions,
                   visible: CheckedPredictions) -> list[InstanceIoU]:
-    """IoUs of every ground-truth instance with a prediction, in dataset order.
+    """IoUs of every ground-truth instance with a prediction, in dataset order (under
+    dataset.proposals: of the queries `pipeline/evaluation/proposals.py` paired with one).
 
     Expects `check_pairing(amodal, visible)` to hold (same gt_ids in both files).
     """
     out = []
     for image in tqdm(dataset.images, desc="mIoU", unit="img", leave=False):
         for inst in image.instances:
-            if inst.id not in amodal.by_gt_id:
-                continue
+            if inst.id not in amodal.by_gt_id or inst.amodal_rle is None:
+                continue  # no prediction, or a proposal query matched to no ground truth
             a = to_compressed(inst.amodal_rle)
             v = to_compressed(inst.visible_rle)
             p = amodal.by_gt_id[inst.id]["segmentation"]

@@ -2,9 +2,11 @@
 and "counts" (its "run" comes from `run_info.py`).
 
 protocol  what the method was given (ground-truth amodal boxes and class names, and the
-          ground-truth visible masks under decode.modal_given), that there is exactly one
-          prediction per ground-truth instance, a sentence on comparability, and whether
-          amodal AP/AR are reported.
+          ground-truth visible masks under decode.modal_given; or a detector's boxes and
+          labels under dataset.proposals), what the predictions are, a sentence on
+          comparability, whether amodal AP/AR are reported, how the mIoUs pair predictions
+          with ground truth ("miou"), and the proposals file (path, sha256, count, kept,
+          below_min_score, skipped {reason: n}, ...; null for ground-truth boxes).
 counts    how the predictions were made, tallied from the per-instance fields of the
           prediction files (`pipeline/predictions.py`):
             images, instances      ground truth evaluated
@@ -52,6 +54,17 @@ MODAL_GIVEN_COMPARABLE = {
 MODAL_GIVEN_OTHER = (
     "Modal-given mIoU: the published modal-given figure (pix2gestalt's 82.87) is on the original "
     "COCO-A files (dataset.flavour: cocoa_original); on this flavour no published table is matched")
+PROPOSALS_COMPARABLE = {
+    "d2sa": ("Comparable to SAMEO's (CVPR 2025) zero-shot D2SA amodal mask AP with detector boxes "
+             "(68.4 with RTMDet boxes, 75.0 with CO-DETR boxes) and AISFormer's (trained on D2SA) 66.3, "
+             "given the same detector's boxes on the same split"),
+    "cocoa": ("Comparable to SAMEO's (CVPR 2025) zero-shot COCOA-cls amodal mask AP with detector boxes "
+              "(54.4 with RTMDet boxes, 54.0 with CO-DETR boxes) and AISFormer's (trained on COCOA-cls) "
+              "40.6, given the same detector's boxes on the same split"),
+}
+PROPOSALS_OTHER = ("COCO mask AP of a detector's boxes completed to amodal masks; the published tables "
+                   "with detector boxes (SAMEO, AISFormer) are on D2SA and COCOA-cls, not this flavour")
+PUBLISHED_UNIT = " (published figures are percent, ours fractions)"
 NAMED_FIELDS = ("fallback", "occluder_source")  # tallied under their own keys
 NOT_CATEGORICAL = ("image_id", "category_id", "segmentation", "score", "gt_id")
 
@@ -61,9 +74,14 @@ def is_modal_given(amodal: CheckedPredictions) -> bool:
     return any(bool(e.get("modal_given", False)) for e in amodal.entries)
 
 
-def protocol_dict(modal_given: bool, flavour: str | None = None) -> dict:
+def protocol_dict(modal_given: bool, flavour: str | None = None, proposals: dict | None = None,
+                  proposal_score: str = "det_x_iou") -> dict:
     """metrics.json's "protocol"; `flavour` (the dataset's) picks the published table a
-    modal-given run is comparable to."""
+    modal-given or proposals run is comparable to. `proposals`: the proposals file's
+    description (`AmodalDataset.proposals`), None for ground-truth boxes; `proposal_score`
+    the ranking rule of `pipeline/evaluation/proposals.py`."""
+    if proposals is not None:
+        return _proposals_protocol(flavour, proposals, proposal_score)
     given = ["ground-truth amodal box of every instance (the prompt box)",
              "ground-truth class name of every instance"]
     if modal_given:
@@ -77,6 +95,27 @@ def protocol_dict(modal_given: bool, flavour: str | None = None) -> dict:
                           if modal_given else COMPARABILITY),
         "modal_given": bool(modal_given),
         "amodal_ap": AMODAL_AP_WITHHELD if modal_given else "reported",
+        "miou": "per ground-truth instance, its one prediction matched by gt_id",
+        "proposals": None,
+    }
+
+
+def _proposals_protocol(flavour: str | None, proposals: dict, proposal_score: str) -> dict:
+    from pipeline.evaluation.proposals import MIOU_RULE
+
+    score = ("detector score x predicted IoU (SAMEO's rule)" if proposal_score == "det_x_iou"
+             else "detector score alone")
+    return {
+        "given": [f"detector boxes and class labels from {proposals['path']} (dataset.proposals; "
+                  f"{proposals['kept']} of {proposals['count']} kept); no ground truth"],
+        "predictions": (f"one amodal and one visible mask per kept proposal, scored by {score} "
+                        f"(evaluate.proposal_score: {proposal_score}); COCOeval matches them to the "
+                        "ground truth by mask IoU"),
+        "comparability": PROPOSALS_COMPARABLE.get(flavour, PROPOSALS_OTHER) + PUBLISHED_UNIT + ".",
+        "modal_given": False,
+        "amodal_ap": "reported",
+        "miou": MIOU_RULE,
+        "proposals": {**proposals, "score": proposal_score},
     }
 
 

@@ -103,13 +103,12 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
         "0.50:0.95 (AP50, AP75: at one threshold); APs/APm/APl restrict it to small (< 32²), "
         "medium and large (> 96² pixels) objects.",
         "",
-        "AR1, AR10, AR100 are COCOeval's average recall (IoU 0.50:0.95) when only the 1, 10 "
-        "or 100 highest-scored predictions per image are kept. This protocol makes exactly one "
-        "prediction per ground-truth instance, so AR100 is the recall of all predictions, and "
-        "AR1 / AR10 fall below it only because images hold more than 1 / 10 instances (the "
-        "lower-scored ones are cut), not because an object was missed.",
+        _ar_paragraph(metrics["protocol"]),
         "",
-        f"## mIoU per instance (prediction matched by gt_id), {UNIT_TEXT}",
+        f"## mIoU per instance, {UNIT_TEXT}",
+        "",
+        f"Prediction and ground truth paired: {metrics['protocol']['miou']}."
+        + _matches_text(metrics.get("proposal_matches")),
         "",
         f"| figure | all | none (r = 0) | partial (0 < r <= {PARTIAL_MAX_RATE}) "
         f"| heavy (r > {PARTIAL_MAX_RATE}) |",
@@ -133,6 +132,24 @@ def report_markdown(metrics: dict, context: EvaluationContext) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ar_paragraph(protocol: dict) -> str:
+    text = ("AR1, AR10, AR100 are COCOeval's average recall (IoU 0.50:0.95) when only the 1, 10 "
+            "or 100 highest-scored predictions per image are kept.")
+    if protocol.get("proposals") is not None:
+        return text + " Predictions come from the detector's proposals, as many per image as it kept."
+    return text + (" This protocol makes exactly one prediction per ground-truth instance, so AR100 is "
+                   "the recall of all predictions, and AR1 / AR10 fall below it only because images hold "
+                   "more than 1 / 10 instances (the lower-scored ones are cut), not because an object was missed.")
+
+
+def _matches_text(matches: dict | None) -> str:
+    if matches is None:
+        return ""
+    return (f" Matched: {matches['matched']}; ground truth unmatched (misses): "
+            f"{matches['ground_truth_unmatched']}; predictions unmatched (false positives): "
+            f"{matches['predictions_unmatched']}.")
 
 
 def skipped_line(skipped: dict | None) -> str:
@@ -236,6 +253,13 @@ def _header_lines(metrics: dict) -> list[str]:
              f"Predictions: {p['predictions']}.", p["comparability"], ""]
     if p["amodal_ap"] != "reported":
         lines += [f"**Amodal AP/AR {p['amodal_ap']}.**", ""]
+    if p.get("proposals") is not None:
+        q = p["proposals"]
+        skipped = ", ".join(f"{reason}: {n}" for reason, n in q["skipped"].items()) or "none"
+        lines += [f"Proposals file: `{q['path']}` (sha256 `{q['sha256']}`): {q['count']} entries, "
+                  f"{q['kept']} kept, {q['below_min_score']} below dataset.proposal_min_score "
+                  f"{q['min_score']}, {q['other_images']} of images outside the run; skipped by reason: "
+                  f"{skipped}.", ""]
     lines += [f"All figures are {UNIT_TEXT}.", "", "## Run", ""]
     lines += [f"- {key}: `{_json(value)}`" for key, value in run.items()]
     lines += ["", "## Counts", ""]
