@@ -171,6 +171,7 @@ def sample_points(
     params: SampleParams,
     sigma_cells: float,
     occluder_peaks: list[float] | None = None,
+    rivals: list[np.ndarray] | None = None,
 ) -> InstancePoints:
     """Points for one instance from its painted map `target` [rows, cols] on `grid` and the
     painted maps of its occluders; falls back to the box centre when the map is unusable.
@@ -178,11 +179,15 @@ def sample_points(
     `occluder_peaks`: per occluder, the largest value of its map over the whole image; an
     occluder's map is normalised by it, so that the spill of its attention onto the target
     (the occluder's highest place inside this search region) does not count as its peak.
+    `rivals`: painted maps of other instances of the target's category (sample.contrast), which
+    veto positives as the occluders' maps do but give no negatives.
     """
     reason = map_fallback(target, params.flat_cv)
     if reason:
         return fallback_points(box_xywh, reason)
-    maps = smooth(np.stack([target, *occluders]), sigma_cells)
+    rivals = rivals or []
+    stacked = smooth(np.stack([target, *occluders, *rivals]), sigma_cells)
+    maps, rival_maps = stacked[: 1 + len(occluders)], stacked[1 + len(occluders):]
     n = _normalise(maps[0])
     if n is None:
         return fallback_points(box_xywh, "flat")
@@ -193,11 +198,11 @@ def sample_points(
     peaks = occluder_peaks if occluder_peaks is not None else [None] * (len(maps) - 1)
     occ_norm = [(occ, on) for occ, on in ((occ, _normalise(occ, hi)) for occ, hi in zip(maps[1:], peaks))
                 if on is not None]
-    # positives never where an occluder's map is above the target's (both are on the scale of
-    # `token_values`: 1 = uniform attention)
+    # positives never where an occluder's (or a rival's) map is above the target's shrunk by the
+    # margin (all on the scale of `token_values`: 1 = uniform attention)
     outranked = np.zeros(n.shape, bool)
-    for occ in maps[1:]:
-        outranked |= occ > maps[0]
+    for other in [*maps[1:], *rival_maps]:
+        outranked |= other * (1 + params.pos_margin) > maps[0]
     n_box = np.where(in_box & ~outranked, n, np.nan)
 
     if params.strategy == "kmeans":

@@ -119,14 +119,20 @@ def sample_image(
                 )
             if finite[row_of[occ_id]] and not image.instances[occ_id].fallback:
                 occ_rows.append(row_of[occ_id])  # maps extract flagged give no negatives
+        rival_rows = []
+        if params.contrast == "same_category":
+            rival_rows = [row_of[g] for g in gt_ids if g != inst.id and g not in att.occluder_ids
+                          and image.instances[g].category_name == att.category_name and finite[row_of[g]]
+                          and not image.instances[g].fallback]
         grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
                          params.max_cells)
-        painted = paint(values[[i, *occ_rows]], views, grid, params.view_weights)
+        painted = paint(values[[i, *occ_rows, *rival_rows]], views, grid, params.view_weights)
         now = time.perf_counter()
         timings["upsample"] += now - clock
         sigma_cells = params.smooth * fine_side / grid.step
-        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells,
-                                     [float(values[r].max()) for r in occ_rows])
+        k = 1 + len(occ_rows)
+        out[inst.id] = sample_points(painted[0], list(painted[1:k]), grid, inst.bbox, params, sigma_cells,
+                                     [float(values[r].max()) for r in occ_rows], list(painted[k:]))
         clock = time.perf_counter()
         timings["peaks"] += clock - now
     return out
