@@ -12,7 +12,7 @@ from pipeline.attention.cache import ImageAttention, InstanceAttention
 from pipeline.sampling import synthetic
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import Grid, search_region
-from pipeline.sampling.points import sample_points
+from pipeline.sampling.points import InstancePoints, sample_points, snap_positives
 from pipeline.sampling.run import LayerChoice, sample_image
 
 W = H = 200
@@ -71,7 +71,7 @@ def test_every_candidate_vetoed_falls_back_to_the_box_centre():
     target, _ = _maps(grid)
     above = target * 2.0  # a look-alike above the target everywhere
     pts = sample_points(target, [], grid, BOX, params, 0.0, rivals=[above])
-    assert pts.fallback == "nopeak" and pts.source == ["fallback"]
+    assert pts.fallback == "vetoed" and pts.source == ["fallback"]
     assert (pts.x[0], pts.y[0]) == (100.0, 100.0)
 
 
@@ -120,3 +120,26 @@ def test_contrast_and_pos_margin_are_checked():
         SampleParams(contrast="everyone")
     with pytest.raises(ValueError, match="sample.pos_margin"):
         SampleParams(pos_margin=-0.1)
+
+
+def test_snap_moves_a_positive_to_the_hottest_allowed_token_centre_nearby():
+    # 10-px tokens over 200 x 200; the target is hottest on the token [70, 80) x [70, 80)
+    r, c = np.divmod(np.arange(400), 20)
+    rects = np.stack([c * 10, r * 10, c * 10 + 10, r * 10 + 10], 1).astype(np.float64)
+    target = np.full(400, 0.1)
+    hot = 7 * 20 + 7
+    target[hot] = 1.0
+    target[7 * 20 + 8] = 0.9
+    pts = InstancePoints(np.array([81.0, 20.0]), np.array([79.0, 20.0]), np.array([1, 0], np.int8),
+                         np.array([1.0, 0.5], np.float32), ["peak", "background"])
+    snapped = snap_positives(pts, rects, target, np.zeros((0, 400)), BOX, 0.2)
+    assert (snapped.x.tolist(), snapped.y.tolist()) == ([75.0, 20.0], [75.0, 20.0])  # negatives stay
+    # an occluder above the hottest token sends the positive to the next one
+    occluder = np.zeros((1, 400))
+    occluder[0, hot] = 0.9
+    snapped = snap_positives(pts, rects, target, occluder, BOX, 0.2)
+    assert (snapped.x[0], snapped.y[0]) == (85.0, 75.0)
+    # two positives on the same token: the second is dropped
+    twice = InstancePoints(np.array([76.0, 79.0]), np.array([76.0, 74.0]), np.array([1, 1], np.int8),
+                           np.array([1.0, 0.9], np.float32), ["peak", "peak"])
+    assert len(snap_positives(twice, rects, target, np.zeros((0, 400)), BOX, 0.0)) == 1

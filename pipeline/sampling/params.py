@@ -82,6 +82,10 @@ class SampleParams:
                     'same_category' (also every other instance of its category in the image:
                     attention spills onto look-alikes, and those the instance occludes lie in
                     its box) (default 'occluders')
+    snap            move each positive to the centre of the hottest finest-view token among
+                    the 3 x 3 around it (centre in the amodal box, not outranked by an occluder
+                    or rival, see pos_margin): a token's attention speaks of its patch, and the
+                    painted, smoothed peak drifts to a patch's border (default False)
     min_distance    minimum distance between peaks and between emitted points, as a fraction of
                     the search region's longer side (default 0.15)
     rel_threshold   a peak (or a kmeans cell) must reach lo + rel_threshold * (hi - lo), where lo
@@ -115,6 +119,7 @@ class SampleParams:
     occ_margin: float = 0.3
     pos_margin: float = 0.0
     contrast: str = "occluders"
+    snap: bool = False
     min_distance: float = 0.15
     rel_threshold: float = 0.3
     bg_max_level: float = 0.1
@@ -187,6 +192,8 @@ class SampleParams:
             fail(f"occ_margin must be a number >= 0, got {self.occ_margin!r}")
         if not is_num(self.pos_margin) or self.pos_margin < 0:
             fail(f"pos_margin must be a number >= 0, got {self.pos_margin!r}")
+        if not isinstance(self.snap, bool):
+            fail(f"snap must be true or false, got {self.snap!r}")
         if self.contrast not in CONTRASTS:
             fail(f"contrast {self.contrast!r}: expected one of {CONTRASTS}")
         if len(set(self.neg_sources)) != len(self.neg_sources):

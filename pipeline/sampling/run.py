@@ -24,8 +24,10 @@ from pipeline.attention.cache import CacheInfo, ImageAttention, image_ids, read_
 from pipeline.datasets.record import AmodalDataset, ImageRecord
 from pipeline.errors import VlmsamError
 from pipeline.sampling.params import SampleParams
-from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, search_region, split_views, token_values
-from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points
+from pipeline.sampling.pixel_map import (
+    Grid, finest_token_side, finest_view, paint, search_region, split_views, token_values,
+)
+from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points, snap_positives
 from pipeline.sampling.points_schema import write_points
 
 log = logging.getLogger("vlmsam.sample")
@@ -96,6 +98,7 @@ def sample_image(
     values = token_values(maps, layers.rows, layers.weights, views, params.view_norm)
     finite = np.isfinite(values).all(axis=1)
     fine_side = finest_token_side(views)
+    fine = finest_view(views)
 
     out: dict[int, InstancePoints] = {}
     for inst in record.instances:
@@ -133,6 +136,10 @@ def sample_image(
         k = 1 + len(occ_rows)
         out[inst.id] = sample_points(painted[0], list(painted[1:k]), grid, inst.bbox, params, sigma_cells,
                                      [float(values[r].max()) for r in occ_rows], list(painted[k:]))
+        if params.snap:
+            fine_values = values[[i, *occ_rows, *rival_rows]][:, fine.index]
+            out[inst.id] = snap_positives(out[inst.id], fine.rect, fine_values[0], fine_values[1:], inst.bbox,
+                                          params.pos_margin)
         clock = time.perf_counter()
         timings["peaks"] += clock - now
     return out
