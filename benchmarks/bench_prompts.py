@@ -38,13 +38,17 @@ POS_TARGET, NEG_TARGET = 0.95, 0.98
 N_OBJECTS = 4
 
 OLD_EXTRACT = dict(layers=[-16, -12, -8], head_aggregation="mean", top_k_heads=8, sink_removal=False)
-OLD_SAMPLE = dict(box_enlarge=1.0, bg_region="search_region", occ_margin=0.0)
-# the sampler defaults before the robustness grid (the extract defaults are today's)
-GRID_OLD_SAMPLE: dict = {}
+# the sampler's positive rules before the robustness grid
+GRID_OLD_SAMPLE = dict(pos_margin=0.0, contrast="occluders", snap=False)
+OLD_SAMPLE = dict(box_enlarge=1.0, bg_region="search_region", occ_margin=0.0, **GRID_OLD_SAMPLE)
 CONFIGS: dict[str, tuple[dict, dict]] = {
     "old": (OLD_EXTRACT, OLD_SAMPLE),
-    "pre-grid": ({}, GRID_OLD_SAMPLE),
+    "pre-grid": ({}, GRID_OLD_SAMPLE),  # today's extract defaults, the sampler before the grid
     "new": ({}, {}),
+    "new/pos_margin=0": ({}, {"pos_margin": 0.0}),
+    "new/contrast=occluders": ({}, {"contrast": "occluders"}),
+    "new/no-snap": ({}, {"snap": False}),
+    "new/n_pos=1": ({}, {"n_pos": 1}),
     "new/subtract": ({"sink_method": "subtract"}, {}),
     "new/heads=localization": ({"head_aggregation": "localization", "top_k_heads": 3}, {}),
     "new/no-sink-removal": ({"sink_removal": False}, {}),

@@ -53,7 +53,7 @@ def test_a_rival_map_vetoes_positives_on_the_look_alike():
 
 
 def test_pos_margin_vetoes_a_place_where_the_target_is_barely_above_an_occluder():
-    base = SampleParams(n_pos=2, n_neg=0, smooth=0.0)
+    base = SampleParams(n_pos=2, n_neg=0, smooth=0.0, pos_margin=0.0)
     grid = _grid(base)
     target, _ = _maps(grid)
     occluder = np.full_like(target, 0.1)

@@ -77,15 +77,15 @@ class SampleParams:
                     map is above the instance's (default 0.3)
     pos_margin      a positive needs the instance's map above (1 + pos_margin) x the map of
                     every occluder (and rival, see `contrast`) at its place; 0 = merely above
-                    (default 0)
+                    (default 0.2)
     contrast        whose maps veto positives: 'occluders' (the instance's occluders) or
                     'same_category' (also every other instance of its category in the image:
                     attention spills onto look-alikes, and those the instance occludes lie in
-                    its box) (default 'occluders')
+                    its box) (default 'same_category')
     snap            move each positive to the centre of the hottest finest-view token among
                     the 3 x 3 around it (centre in the amodal box, not outranked by an occluder
                     or rival, see pos_margin): a token's attention speaks of its patch, and the
-                    painted, smoothed peak drifts to a patch's border (default False)
+                    painted, smoothed peak drifts to a patch's border (default True)
     min_distance    minimum distance between peaks and between emitted points, as a fraction of
                     the search region's longer side (default 0.15)
     rel_threshold   a peak (or a kmeans cell) must reach lo + rel_threshold * (hi - lo), where lo
@@ -117,9 +117,9 @@ class SampleParams:
     neg_sources: tuple[str, ...] = NEG_SOURCES
     bg_region: str = "outside_box"
     occ_margin: float = 0.3
-    pos_margin: float = 0.0
-    contrast: str = "occluders"
-    snap: bool = False
+    pos_margin: float = 0.2
+    contrast: str = "same_category"
+    snap: bool = True
     min_distance: float = 0.15
     rel_threshold: float = 0.3
     bg_max_level: float = 0.1
