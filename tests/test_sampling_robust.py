@@ -1,6 +1,6 @@
 """The positive rules (sample.contrast, pos_margin, snap) on simulated attention whose truth is
 known: in worlds where the earlier rules put positives off the visible part (coarse 28-px
-tokens, look-alikes with strong spill, occluders whose spill outshines the target), the new
+tokens, look-alikes with strong spill, evidence on the edges of the visible part), the new
 defaults keep them on it."""
 
 from pathlib import Path
@@ -40,13 +40,13 @@ def _positives_in_visible(sim_params, placement, params_list, n_images=6, seed=0
 @pytest.mark.parametrize("world", [
     pytest.param((S.SimulatorParams(), 28), id="28-px tokens"),
     pytest.param((S.SimulatorParams(spill=0.7), None), id="same-class spill 0.7"),
-    pytest.param((S.SimulatorParams(occluder_spill=1.2), None), id="occluder spill 1.2"),
+    pytest.param((S.SimulatorParams(hot_place="edges"), None), id="evidence on edges"),
 ])
 def test_new_positive_rules_stay_on_the_visible_part_where_the_old_ones_did_not(world):
     sim_params, side = world
     placement = synthetic.patch_placement(W, H, side) if side else synthetic.grid_placement(W, H, fine=(36, 48))
     (before, after), fallbacks = _positives_in_visible(sim_params, placement, [BEFORE, SampleParams()])
-    assert after >= 0.95 and after > before
+    assert after >= 0.9 and after >= before + 0.03, (before, after)
     assert fallbacks[1] <= 4  # of 24 instances: vetoed instances fall back, and are counted
 
 
