@@ -123,10 +123,10 @@ def sample_image(
             if finite[row_of[occ_id]] and not image.instances[occ_id].fallback:
                 occ_rows.append(row_of[occ_id])  # maps extract flagged give no negatives
         rival_rows = []
-        if params.contrast == "same_category":
-            rival_rows = [row_of[g] for g in gt_ids if g != inst.id and g not in att.occluder_ids
-                          and image.instances[g].category_name == att.category_name and finite[row_of[g]]
-                          and not image.instances[g].fallback]
+        if params.contrast == "same_category":  # every look-alike of the image
+            rival_rows = [row_of[o.id] for o in record.instances if o.id != inst.id
+                          and o.id not in att.occluder_ids and o.category_name == inst.category_name
+                          and finite[row_of[o.id]] and not image.instances[o.id].fallback]
         grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
                          params.max_cells)
         painted = paint(values[[i, *occ_rows, *rival_rows]], views, grid, params.view_weights)
