@@ -30,6 +30,7 @@ TARGET_S = 60.0
 D2SA_VAL_INSTANCES = 15_654
 WIDTH, HEIGHT = 1920, 1440
 FINE = (40, 48)  # 1,920 high-resolution tokens
+RULES = {"new": {}, "pre-grid": {"contrast": "occluders", "pos_margin": 0.0, "snap": False}}
 
 
 def build(directory: Path, n_images: int, n_instances: int, pool: int = 8):
@@ -72,6 +73,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=3600, help="images in the synthetic cache")
     ap.add_argument("--strategy", default="peak", help="sample.strategy to time (peak | kmeans)")
+    ap.add_argument("--rules", nargs="+", default=["new"], choices=list(RULES),
+                    help="positive rules to time side by side: new (the defaults) and pre-grid "
+                         "(no look-alike contrast, no margin, no snap)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                     help="worker counts to time side by side on the same cache")
     args = ap.parse_args()
@@ -84,15 +88,17 @@ def main() -> None:
         print(f"built cache: {args.images} images, {dataset.instance_count()} instances, "
               f"{size_mb:.0f} MiB in {time.perf_counter() - t0:.1f} s (not timed below)")
         runs = []
-        for workers in args.workers:
-            timings: Counter = Counter()
-            t0, c0 = time.perf_counter(), time.process_time()
-            summary = run_sample(cache, dataset, tmp / "points.parquet", SampleParams(strategy=args.strategy),
-                                 progress=False, timings=timings, workers=workers)
-            runs.append((workers, summary, timings, time.perf_counter() - t0, time.process_time() - c0))
-    for workers, summary, timings, total, cpu in runs:
+        for rules in args.rules:
+            for workers in args.workers:
+                timings: Counter = Counter()
+                t0, c0 = time.perf_counter(), time.process_time()
+                params = SampleParams(strategy=args.strategy, **RULES[rules])
+                summary = run_sample(cache, dataset, tmp / "points.parquet", params,
+                                     progress=False, timings=timings, workers=workers)
+                runs.append((rules, workers, summary, timings, time.perf_counter() - t0, time.process_time() - c0))
+    for rules, workers, summary, timings, total, cpu in runs:
         n = summary.instances
-        print(f"\nstrategy={args.strategy}, workers={workers}: {n} instances, {summary.points} points, "
+        print(f"\nrules={rules}, strategy={args.strategy}, workers={workers}: {n} instances, {summary.points} points, "
               f"fallbacks {dict(summary.fallbacks)}")
         for part in ("read", "upsample", "peaks", "write"):
             print(f"  {part:9s} {timings[part]:7.2f} s  ({1e3 * timings[part] / n:.2f} ms/instance"
@@ -104,9 +110,9 @@ def main() -> None:
         print(line)
         print(f"  at {D2SA_VAL_INSTANCES} instances: {scaled:.1f} s wall = {scaled / TARGET_S:.2f} x the "
               f"{TARGET_S:.0f} s target")
-    base = runs[0][3]
-    print("\nwall time relative to workers=%d: %s" % (runs[0][0], ", ".join(
-        f"workers={w}: {t / base:.2f}" for w, _, _, t, _ in runs)))
+    base = runs[0][4]
+    print("\nwall time relative to rules=%s, workers=%d: %s" % (runs[0][0], runs[0][1], ", ".join(
+        f"rules={r}, workers={w}: {t / base:.2f}" for r, w, _, _, t, _ in runs)))
     print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
           f"(wall exceeds CPU when other processes share the cores)")
 

@@ -149,3 +149,117 @@ def test_simulator_parameters_are_checked():
         S.SimulatorParams(localising_heads=0.8, sink_heads=0.5)
     with pytest.raises(ValueError, match="num_heads"):
         S.SimulatorParams(num_heads=0)
+    with pytest.raises(ValueError, match="hot_place"):
+        S.SimulatorParams(hot_place="corners")
+    with pytest.raises(ValueError, match="sink_place"):
+        S.SimulatorParams(sink_place="sky")
+    with pytest.raises(ValueError, match="occluder_spill"):
+        S.SimulatorParams(occluder_spill=-1.0)
+
+
+def _salient_tokens(scene, placement, params, g, rng_seed=0):
+    """Tokens of the target's own evidence: its hot tokens at the peak-depth layer, localising
+    heads, sinks cleared, with no spill (spill 0) so only the target's own evidence is hot."""
+    sim = S.simulate_image(scene, placement, params, [12], np.random.default_rng(rng_seed))
+    content = sim.target[g][0][params.head_kinds() == S.HEAD_LOCALISING].mean(0)
+    content[sim.sinks] = 0
+    vis = _on(scene.visible[g], placement)
+    k = max(1, round(params.hot_fraction * vis.sum()))
+    return np.argsort(-content)[:k], vis
+
+
+@pytest.mark.parametrize("place", ["edges", "labels"])
+def test_evidence_place_puts_the_hot_tokens_on_edges_or_one_patch(world, place):
+    placement, _, sims = world
+    centres = S.token_centres(placement)
+    for scene, _ in sims:
+        g = next(iter(scene.visible))
+        texture = S.SimulatorParams(spill=0.0, noise=0.1)
+        placed = S.SimulatorParams(spill=0.0, noise=0.1, hot_place=place)
+        hot_t, vis = _salient_tokens(scene, placement, texture, g)
+        hot_p, _ = _salient_tokens(scene, placement, placed, g)
+        assert vis[hot_p].all()
+        if place == "edges":
+            edge = S._edge_tokens(scene.visible[g], placement, centres)
+            assert edge[hot_p].all() and edge[vis].mean() < 0.7  # edges are a minority of the part
+        else:
+            def spread(idx):
+                return np.linalg.norm(centres[idx] - centres[idx].mean(0), axis=1).mean()
+            assert spread(hot_p) < 0.6 * spread(hot_t)
+
+
+def test_occluder_spill_above_one_outshines_the_targets_own_evidence(world):
+    placement, _, sims = world
+    loc = S.SimulatorParams().head_kinds() == S.HEAD_LOCALISING
+    seen = 0
+    for scene, _ in sims:
+        for g, occ in scene.occluders.items():
+            if not occ:
+                continue
+            vis, occ_tokens = _on(scene.visible[g], placement), _on(scene.visible[occ[0]], placement)
+            for spill, stronger in ((0.4, False), (2.0, True)):
+                params = S.SimulatorParams(spill=0.0, occluder_spill=spill, noise=0.1)
+                sim = S.simulate_image(scene, placement, params, [12], np.random.default_rng(0))
+                content = sim.target[g][0][loc].mean(0)
+                own, other = content[vis].max(), content[occ_tokens & ~vis].max()
+                assert (other > own) == stronger
+            seen += 1
+    assert seen >= 2
+
+
+def test_sink_place_and_residual(world):
+    placement, _, sims = world
+    scene, _ = sims[0]
+    on_object = np.zeros(len(placement), bool)
+    for a in scene.amodal.values():
+        on_object |= _on(a, placement)
+    sim = S.simulate_image(scene, placement, S.SimulatorParams(sink_place="objects"), [12], np.random.default_rng(0))
+    assert on_object[sim.sinks].all()
+    # residual: the sinks' relative weights differ between prompts, so removal leaves some
+    for residual, differ in ((0.0, False), (0.5, True)):
+        sim = S.simulate_image(scene, placement, S.SimulatorParams(sink_residual=residual), [12],
+                               np.random.default_rng(0))
+        g = sim.generic[..., sim.sinks] / sim.generic[..., sim.sinks].sum(-1, keepdims=True)
+        t = next(iter(sim.target.values()))[..., sim.sinks]
+        t = t / t.sum(-1, keepdims=True)
+        assert (np.abs(t - g).max() > 0.1) == differ
+
+
+def test_low_frequency_background_is_smooth_and_varies_per_prompt(world):
+    placement, _, sims = world
+    scene, _ = sims[0]
+    centres = S.token_centres(placement)
+    params = S.SimulatorParams(lowfreq=1.0)
+    rng = np.random.default_rng(0)
+    fields = [np.log(S._low_frequency(centres, np.hypot(W, H), params, rng)) for _ in range(2)]
+    for f in fields:
+        assert f.std() == pytest.approx(1.0, rel=1e-6)
+        # smooth: neighbouring fine tokens (14 px apart) nearly agree
+        fine = np.asarray(placement.view) == 1
+        grid = f[fine].reshape(36, 48)
+        assert np.abs(np.diff(grid, axis=1)).mean() < 0.1
+    assert np.corrcoef(fields[0], fields[1])[0, 1] < 0.9
+    diffuse = np.asarray(S.SimulatorParams().head_kinds()) == S.HEAD_DIFFUSE
+    spread = []
+    for p in (S.SimulatorParams(), params):
+        sim = S.simulate_image(scene, placement, p, [12], np.random.default_rng(0))
+        m = sim.generic[0][diffuse].mean(0)
+        m[sim.sinks] = 0
+        spread.append(m.std() / m.mean())
+    assert spread[1] > 1.5 * spread[0]
+
+
+def test_heavily_occluded_pairs_and_single_view_tokens():
+    rng = np.random.default_rng(0)
+    scene = synthetic.occluded_scene(rng, W, H, 2, first_id=10)
+    backs = [g for g, o in scene.occluders.items() if o]
+    assert len(backs) == 2
+    for g in backs:
+        share = scene.visible[g].sum() / scene.amodal[g].sum()
+        assert 0.05 < share < 0.15
+        assert scene.occluders[g] == [g + 1] and scene.visible[g + 1].all() == scene.amodal[g + 1].all()
+    placement = synthetic.patch_placement(W, H, 32)
+    assert len(placement) == 21 * 16 and set(np.asarray(placement.view).tolist()) == {0}
+    rect = np.asarray(placement.rect)
+    assert rect[:, 2].max() == W and rect[:, 3].max() == H
+    assert ((rect[:, 2] - rect[:, 0]) * (rect[:, 3] - rect[:, 1])).sum() == W * H

@@ -35,6 +35,8 @@ from pipeline.attention.params import ExtractParams, resolve_layers
 from pipeline.sampling.synthetic import CATEGORY, Scene
 
 HEAD_LOCALISING, HEAD_DIFFUSE, HEAD_SINK = 0, 1, 2
+SINK_PLACES = ("background", "anywhere", "objects")
+HOT_PLACES = ("texture", "edges", "labels")
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,28 @@ class SimulatorParams:
     sink_jitter         relative spread of a head's sink share between prompts (uniform in
                         1 +- sink_jitter): the sinks are the same for every prompt, their share
                         moves a little with what else the query attends to (default 0.1)
-    sinks_on_background sinks sit on tokens no object covers when there are such tokens
-                        (massive activations appear on uninformative patches) (default True)
+    sink_place          where the sinks sit: 'background' (tokens no object covers, when there
+                        are enough: massive activations appear on uninformative patches),
+                        'anywhere', or 'objects' (tokens on objects; the literature does not
+                        pin the place down) (default 'background')
+    sink_residual       sigma of a log-normal jitter of each sink's weight per prompt: the part
+                        of the sinks that a generic-prompt removal cannot cancel (default 0)
     hot_fraction        fraction of the target's visible tokens that carry its evidence
                         ("sparsity"; evidence for the object is sparse) (default 0.1)
+    hot_place           where on the visible part the evidence sits: 'texture' (anywhere on
+                        it), 'edges' (tokens at the border of the visible part, the occlusion
+                        border included) or 'labels' (one compact patch, like a printed label)
+                        (default 'texture')
     spill               weight of the hot tokens on same-category objects and on occluders
-                        relative to the target's own (default 0.4)
+                        relative to the target's own; above 1 the spill outshines the
+                        target's own evidence (default 0.4)
+    occluder_spill      the same for occluders only (of any category); None = `spill`
+                        (default None)
+    lowfreq             amplitude (in log units) of a smooth random field that multiplies the
+                        diffuse part, drawn per prompt: low-frequency background attention
+                        (default 0)
+    lowfreq_scale       length scale of that field as a fraction of the image diagonal
+                        (default 0.25)
     object_gain         diffuse attention on objects relative to the background, for every
                         prompt: objects draw attention whatever the question (default 1.5)
     noise               sigma of the log-normal token noise of the diffuse part (default 0.6)
@@ -84,9 +102,14 @@ class SimulatorParams:
     sink_share: float = 0.6
     sink_share_dominated: float = 0.95
     sink_jitter: float = 0.1
-    sinks_on_background: bool = True
+    sink_place: str = "background"
+    sink_residual: float = 0.0
     hot_fraction: float = 0.1
+    hot_place: str = "texture"
     spill: float = 0.4
+    occluder_spill: float | None = None
+    lowfreq: float = 0.0
+    lowfreq_scale: float = 0.25
     object_gain: float = 1.5
     noise: float = 0.6
     peak_depth: float = 0.38
@@ -108,6 +131,14 @@ class SimulatorParams:
                 raise ValueError(f"simulator.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.spill < 0 or self.object_gain < 0 or self.noise < 0 or self.depth_width <= 0:
             raise ValueError("simulator.spill, object_gain, noise must be >= 0 and depth_width > 0")
+        if self.occluder_spill is not None and self.occluder_spill < 0:
+            raise ValueError(f"simulator.occluder_spill must be None or >= 0, got {self.occluder_spill!r}")
+        if self.sink_residual < 0 or self.lowfreq < 0 or self.lowfreq_scale <= 0:
+            raise ValueError("simulator.sink_residual, lowfreq must be >= 0 and lowfreq_scale > 0")
+        if self.sink_place not in SINK_PLACES:
+            raise ValueError(f"simulator.sink_place {self.sink_place!r}: expected one of {SINK_PLACES}")
+        if self.hot_place not in HOT_PLACES:
+            raise ValueError(f"simulator.hot_place {self.hot_place!r}: expected one of {HOT_PLACES}")
 
     def head_kinds(self) -> np.ndarray:
         """[H] kind of each head (HEAD_LOCALISING, HEAD_DIFFUSE, HEAD_SINK), the same in every layer."""
@@ -158,6 +189,47 @@ def _hot(on: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarra
     return out
 
 
+def _edge_tokens(mask: np.ndarray, placement: TokenPlacement, centres: np.ndarray) -> np.ndarray:
+    """bool [T]: tokens whose centre lies on `mask` and one of whose side midpoints does not."""
+    rect = np.asarray(placement.rect, np.float64)
+    hx, hy = 0.45 * (rect[:, 2] - rect[:, 0]), 0.45 * (rect[:, 3] - rect[:, 1])
+    zero = np.zeros_like(hx)
+    off = np.zeros(centres.shape[0], bool)
+    for dx, dy in ((hx, zero), (-hx, zero), (zero, hy), (zero, -hy)):
+        off |= ~_tokens_on(mask, centres + np.stack([dx, dy], 1))
+    return _tokens_on(mask, centres) & off
+
+
+def _placed_hot(on: np.ndarray, edges: np.ndarray, centres: np.ndarray, params: "SimulatorParams",
+                rng: np.random.Generator) -> np.ndarray:
+    """float [T]: the evidence tokens of one object (see SimulatorParams.hot_place)."""
+    if params.hot_place == "texture" or not on.any():
+        return _hot(on, params.hot_fraction, rng)
+    idx = np.flatnonzero(on)
+    k = max(1, round(params.hot_fraction * idx.size))
+    out = np.zeros(on.shape[0])
+    if params.hot_place == "edges":
+        pool = np.flatnonzero(edges) if edges.any() else idx
+        out[rng.choice(pool, min(k, pool.size), replace=False)] = 1.0
+    else:  # labels: the k visible tokens nearest one of them
+        seed = centres[rng.choice(idx)]
+        out[idx[np.argsort(((centres[idx] - seed) ** 2).sum(1), kind="stable")[:k]]] = 1.0
+    return out
+
+
+def _low_frequency(centres: np.ndarray, diagonal: float, params: "SimulatorParams",
+                   rng: np.random.Generator) -> np.ndarray:
+    """float [T]: exp(lowfreq * field), the field a sum of 6 random Gaussian bumps of width
+    lowfreq_scale * diagonal, scaled to unit standard deviation over the tokens."""
+    lo, hi = centres.min(0), centres.max(0)
+    bumps = rng.uniform(lo, hi, (6, 2))
+    sign = rng.choice([-1.0, 1.0], 6)
+    s = params.lowfreq_scale * diagonal
+    field = (sign * np.exp(-((centres[:, None] - bumps[None]) ** 2).sum(-1) / (2 * s * s))).sum(1)
+    field = (field - field.mean()) / max(field.std(), 1e-12)
+    return np.exp(params.lowfreq * field)
+
+
 def simulate_image(
     scene: Scene, placement: TokenPlacement, params: SimulatorParams, layers: list[int],
     rng: np.random.Generator, categories: dict[int, str] | None = None,
@@ -174,8 +246,8 @@ def simulate_image(
     on_object = np.zeros(T, bool)
     for g, a in scene.amodal.items():
         on_object |= _tokens_on(a, centres)
-    pool = np.flatnonzero(~on_object) if params.sinks_on_background and (~on_object).sum() >= params.n_sinks \
-        else np.arange(T)
+    allowed = {"background": ~on_object, "objects": on_object, "anywhere": np.ones(T, bool)}[params.sink_place]
+    pool = np.flatnonzero(allowed) if allowed.sum() >= params.n_sinks else np.arange(T)
     sinks = rng.choice(pool, min(params.n_sinks, pool.size), replace=False)
     sink_map = np.zeros(T)
     sink_map[sinks] = rng.dirichlet(np.full(sinks.size, 2.0))
@@ -185,8 +257,17 @@ def simulate_image(
     depth = np.array([params.depth_profile(layer) for layer in layers])  # [L]
     object_weight = np.where(on_object, params.object_gain, 1.0)
 
+    diagonal = math.hypot(scene.width, scene.height)
+
     def compose(hot: np.ndarray | None) -> np.ndarray:
-        diffuse = object_weight * rng.lognormal(0.0, params.noise, (L, H, T))
+        weight = object_weight
+        if params.lowfreq > 0:
+            weight = weight * _low_frequency(centres, diagonal, params, rng)
+        sinks_here = sink_map
+        if params.sink_residual > 0:
+            sinks_here = sink_map * rng.lognormal(0.0, params.sink_residual, T)
+            sinks_here = sinks_here / sinks_here.sum()
+        diffuse = weight * rng.lognormal(0.0, params.noise, (L, H, T))
         content = diffuse / diffuse.sum(-1, keepdims=True)
         if hot is not None:
             hot = hot * rng.lognormal(0.0, params.noise / 2, (L, H, T))
@@ -195,17 +276,22 @@ def simulate_image(
             content = ev * hot + (1 - ev) * content
         share = base_share[None, :] * rng.uniform(1 - params.sink_jitter, 1 + params.sink_jitter, (L, H))
         share = np.clip(share, 0.0, 0.999)[..., None]
-        return (params.image_share * (share * sink_map + (1 - share) * content)).astype(np.float32)
+        return (params.image_share * (share * sinks_here + (1 - share) * content)).astype(np.float32)
 
     # each object's evidence tokens are a property of the object: the same for its own prompt
     # and for the spill of other prompts onto it
-    salient = {g: _hot(on_visible[g], params.hot_fraction, rng) for g in scene.visible}
+    edges = {g: _edge_tokens(scene.visible[g], placement, centres) if params.hot_place == "edges" else None
+             for g in scene.visible}
+    salient = {g: _placed_hot(on_visible[g], edges[g], centres, params, rng) for g in scene.visible}
+    occluder_spill = params.spill if params.occluder_spill is None else params.occluder_spill
     target = {}
     for g in scene.visible:
         hot = salient[g].copy()
-        spill_to = {o for o in scene.visible if o != g and categories[o] == categories[g]} | set(scene.occluders[g])
-        for o in sorted(spill_to):
-            hot = np.maximum(hot, params.spill * salient[o])
+        spill = {o: params.spill for o in scene.visible if o != g and categories[o] == categories[g]}
+        for o in scene.occluders[g]:
+            spill[o] = max(spill.get(o, 0.0), occluder_spill)
+        for o in sorted(spill):
+            hot = np.maximum(hot, spill[o] * salient[o])
         if not hot.any():  # a target no token centre falls on: its evidence is its nearest token
             ys, xs = np.nonzero(scene.visible[g])
             d = ((centres - [xs.mean() + 0.5, ys.mean() + 0.5]) ** 2).sum(1)

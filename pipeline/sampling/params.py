@@ -26,6 +26,7 @@ STRATEGIES = ("peak", "kmeans")
 VIEW_NORMS = ("mean", "max")
 NEG_SOURCES = ("occluder", "background")
 BG_REGIONS = ("outside_box", "search_region")
+CONTRASTS = ("occluders", "same_category")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,17 @@ class SampleParams:
                     negative): attention spills between neighbouring objects of one kind, so a
                     small excess is no evidence. Positives are never taken where an occluder's
                     map is above the instance's (default 0.3)
+    pos_margin      a positive needs the instance's map above (1 + pos_margin) x the map of
+                    every occluder (and rival, see `contrast`) at its place; 0 = merely above
+                    (default 0.2)
+    contrast        whose maps veto positives: 'occluders' (the instance's occluders) or
+                    'same_category' (also every other instance of its category in the image:
+                    attention spills onto look-alikes, and those the instance occludes lie in
+                    its box) (default 'same_category')
+    snap            move each positive to the centre of the hottest finest-view token among
+                    the 3 x 3 around it (centre in the amodal box, not outranked by an occluder
+                    or rival, see pos_margin): a token's attention speaks of its patch, and the
+                    painted, smoothed peak drifts to a patch's border (default True)
     min_distance    minimum distance between peaks and between emitted points, as a fraction of
                     the search region's longer side (default 0.15)
     rel_threshold   a peak (or a kmeans cell) must reach lo + rel_threshold * (hi - lo), where lo
@@ -105,6 +117,9 @@ class SampleParams:
     neg_sources: tuple[str, ...] = NEG_SOURCES
     bg_region: str = "outside_box"
     occ_margin: float = 0.3
+    pos_margin: float = 0.2
+    contrast: str = "same_category"
+    snap: bool = True
     min_distance: float = 0.15
     rel_threshold: float = 0.3
     bg_max_level: float = 0.1
@@ -175,6 +190,12 @@ class SampleParams:
             fail(f"bg_region {self.bg_region!r}: expected one of {BG_REGIONS}")
         if not is_num(self.occ_margin) or self.occ_margin < 0:
             fail(f"occ_margin must be a number >= 0, got {self.occ_margin!r}")
+        if not is_num(self.pos_margin) or self.pos_margin < 0:
+            fail(f"pos_margin must be a number >= 0, got {self.pos_margin!r}")
+        if not isinstance(self.snap, bool):
+            fail(f"snap must be true or false, got {self.snap!r}")
+        if self.contrast not in CONTRASTS:
+            fail(f"contrast {self.contrast!r}: expected one of {CONTRASTS}")
         if len(set(self.neg_sources)) != len(self.neg_sources):
             fail(f"neg_sources {list(self.neg_sources)} repeat a source")
         if self.n_neg > 0 and not self.neg_sources:

@@ -88,6 +88,11 @@ def split_views(placement: TokenPlacement) -> list[ViewTokens]:
     return out
 
 
+def finest_view(views: list[ViewTokens]) -> ViewTokens:
+    """The view with the smallest tokens (median shorter side)."""
+    return min(views, key=lambda t: float(np.median(np.minimum(t.rect[:, 2] - t.rect[:, 0], t.rect[:, 3] - t.rect[:, 1]))))
+
+
 def finest_token_side(views: list[ViewTokens]) -> float:
     """Median shorter side (pixels) of the tokens of the view with the smallest tokens."""
     sides = [

@@ -27,6 +27,8 @@ FALLBACK_REASONS = {
     "empty": "no attention inside the search region (no token covers it, or all zero)",
     "flat": "coefficient of variation of the map over the search region below sample.flat_cv",
     "nopeak": "no cell of the map reaches sample.rel_threshold",
+    "vetoed": "every cell of the box that reaches sample.rel_threshold is outranked by an occluder's "
+              "or a same-category rival's map (sample.pos_margin, sample.contrast)",
 }
 EXTRACT_PREFIX = "extract:"
 CANDIDATES_PER_POINT = 4  # peak_local_max keeps this many of the highest peaks per point wanted
@@ -163,6 +165,40 @@ def _in_box(grid: Grid, box_xywh) -> np.ndarray:
     return ((cy >= y) & (cy < y + h))[:, None] & ((cx >= x) & (cx < x + w))[None, :]
 
 
+def snap_positives(
+    pts: InstancePoints, rects: np.ndarray, target: np.ndarray, others: np.ndarray, box_xywh, margin: float,
+) -> InstancePoints:
+    """Each positive moved to the centre of the hottest token of the finest view among the 3 x 3
+    tokens around it (`rects` [n, 4] x0, y0, x1, y1; `target` [n] the instance's token values,
+    `others` [k, n] its occluders' and rivals'), among those whose centre lies in the amodal box
+    and where no other map is above the target's shrunk by `margin`. A token's attention speaks
+    of its patch as a whole, and painting, smoothing and the coarser view move a peak towards
+    a patch's border. A positive with no such token nearby stays; one that lands on a token
+    another positive took is dropped."""
+    if pts.fallback:
+        return pts
+    x, y, w, h = (float(v) for v in box_xywh)
+    cx, cy = 0.5 * (rects[:, 0] + rects[:, 2]), 0.5 * (rects[:, 1] + rects[:, 3])
+    side_x, side_y = rects[:, 2] - rects[:, 0], rects[:, 3] - rects[:, 1]
+    ok = (cx >= x) & (cx < x + w) & (cy >= y) & (cy < y + h) & np.isfinite(target)
+    for other in others:
+        ok &= ~(other * (1 + margin) > target)
+    keep, taken = [], set()
+    px, py = pts.x.copy(), pts.y.copy()
+    for i in range(len(pts)):
+        if pts.label[i] == 1:
+            near = np.flatnonzero(ok & (np.abs(cx - px[i]) < 1.5 * side_x) & (np.abs(cy - py[i]) < 1.5 * side_y))
+            if near.size:
+                j = int(near[np.argmax(target[near])])
+                if j in taken:
+                    continue
+                taken.add(j)
+                px[i], py[i] = cx[j], cy[j]
+        keep.append(i)
+    k = np.asarray(keep, np.int64)
+    return InstancePoints(px[k], py[k], pts.label[k], pts.score[k], [pts.source[i] for i in keep])
+
+
 def sample_points(
     target: np.ndarray,
     occluders: list[np.ndarray],
@@ -171,6 +207,7 @@ def sample_points(
     params: SampleParams,
     sigma_cells: float,
     occluder_peaks: list[float] | None = None,
+    rivals: list[np.ndarray] | None = None,
 ) -> InstancePoints:
     """Points for one instance from its painted map `target` [rows, cols] on `grid` and the
     painted maps of its occluders; falls back to the box centre when the map is unusable.
@@ -178,11 +215,15 @@ def sample_points(
     `occluder_peaks`: per occluder, the largest value of its map over the whole image; an
     occluder's map is normalised by it, so that the spill of its attention onto the target
     (the occluder's highest place inside this search region) does not count as its peak.
+    `rivals`: painted maps of other instances of the target's category (sample.contrast), which
+    veto positives as the occluders' maps do but give no negatives.
     """
     reason = map_fallback(target, params.flat_cv)
     if reason:
         return fallback_points(box_xywh, reason)
-    maps = smooth(np.stack([target, *occluders]), sigma_cells)
+    rivals = rivals or []
+    stacked = smooth(np.stack([target, *occluders, *rivals]), sigma_cells)
+    maps, rival_maps = stacked[: 1 + len(occluders)], stacked[1 + len(occluders):]
     n = _normalise(maps[0])
     if n is None:
         return fallback_points(box_xywh, "flat")
@@ -193,11 +234,11 @@ def sample_points(
     peaks = occluder_peaks if occluder_peaks is not None else [None] * (len(maps) - 1)
     occ_norm = [(occ, on) for occ, on in ((occ, _normalise(occ, hi)) for occ, hi in zip(maps[1:], peaks))
                 if on is not None]
-    # positives never where an occluder's map is above the target's (both are on the scale of
-    # `token_values`: 1 = uniform attention)
+    # positives never where an occluder's (or a rival's) map is above the target's shrunk by the
+    # margin (all on the scale of `token_values`: 1 = uniform attention)
     outranked = np.zeros(n.shape, bool)
-    for occ in maps[1:]:
-        outranked |= occ > maps[0]
+    for other in [*maps[1:], *rival_maps]:
+        outranked |= other * (1 + params.pos_margin) > maps[0]
     n_box = np.where(in_box & ~outranked, n, np.nan)
 
     if params.strategy == "kmeans":
@@ -211,7 +252,9 @@ def sample_points(
         pos_source = "peak"
     pos_rc, pos_score = pos_rc[: params.n_pos], pos_score[: params.n_pos]
     if pos_rc.shape[0] == 0:
-        return fallback_points(box_xywh, "nopeak")
+        unvetoed = np.where(in_box, n, np.nan)
+        vetoed = outranked.any() and np.nanmax(unvetoed, initial=-np.inf) >= params.rel_threshold
+        return fallback_points(box_xywh, "vetoed" if vetoed else "nopeak")
 
     taken = [rc for rc in pos_rc]
     neg_rc, neg_score, neg_source = [], [], []

@@ -24,8 +24,10 @@ from pipeline.attention.cache import CacheInfo, ImageAttention, image_ids, read_
 from pipeline.datasets.record import AmodalDataset, ImageRecord
 from pipeline.errors import VlmsamError
 from pipeline.sampling.params import SampleParams
-from pipeline.sampling.pixel_map import Grid, finest_token_side, paint, search_region, split_views, token_values
-from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points
+from pipeline.sampling.pixel_map import (
+    Grid, finest_token_side, finest_view, paint, search_region, split_views, token_values,
+)
+from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points, snap_positives
 from pipeline.sampling.points_schema import write_points
 
 log = logging.getLogger("vlmsam.sample")
@@ -96,6 +98,7 @@ def sample_image(
     values = token_values(maps, layers.rows, layers.weights, views, params.view_norm)
     finite = np.isfinite(values).all(axis=1)
     fine_side = finest_token_side(views)
+    fine = finest_view(views)
 
     out: dict[int, InstancePoints] = {}
     for inst in record.instances:
@@ -119,14 +122,24 @@ def sample_image(
                 )
             if finite[row_of[occ_id]] and not image.instances[occ_id].fallback:
                 occ_rows.append(row_of[occ_id])  # maps extract flagged give no negatives
+        rival_rows = []
+        if params.contrast == "same_category":  # every look-alike of the image
+            rival_rows = [row_of[o.id] for o in record.instances if o.id != inst.id
+                          and o.id not in att.occluder_ids and o.category_name == inst.category_name
+                          and finite[row_of[o.id]] and not image.instances[o.id].fallback]
         grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
                          params.max_cells)
-        painted = paint(values[[i, *occ_rows]], views, grid, params.view_weights)
+        painted = paint(values[[i, *occ_rows, *rival_rows]], views, grid, params.view_weights)
         now = time.perf_counter()
         timings["upsample"] += now - clock
         sigma_cells = params.smooth * fine_side / grid.step
-        out[inst.id] = sample_points(painted[0], list(painted[1:]), grid, inst.bbox, params, sigma_cells,
-                                     [float(values[r].max()) for r in occ_rows])
+        k = 1 + len(occ_rows)
+        out[inst.id] = sample_points(painted[0], list(painted[1:k]), grid, inst.bbox, params, sigma_cells,
+                                     [float(values[r].max()) for r in occ_rows], list(painted[k:]))
+        if params.snap:
+            fine_values = values[[i, *occ_rows, *rival_rows]][:, fine.index]
+            out[inst.id] = snap_positives(out[inst.id], fine.rect, fine_values[0], fine_values[1:], inst.bbox,
+                                          params.pos_margin)
         clock = time.perf_counter()
         timings["peaks"] += clock - now
     return out

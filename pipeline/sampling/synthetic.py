@@ -89,28 +89,82 @@ class Scene:
         return float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
 
 
-def random_scene(rng: np.random.Generator, width: int, height: int, n_objects: int, first_id: int) -> Scene:
-    """Ellipses in depth order (later ones in front); each keeps >= 25% of itself visible."""
+def patch_placement(width: int, height: int, side: int) -> TokenPlacement:
+    """Single-view tokens (Qwen2-VL, Qwen3-VL, ...): a grid of `side`-px tokens over the image
+    (view 0), the last row and column cut at the image border."""
+    nr, nc = -(-height // side), -(-width // side)
+    r, c = np.divmod(np.arange(nr * nc), nc)
+    rects = np.stack([c * side, r * side, np.minimum((c + 1) * side, width), np.minimum((r + 1) * side, height)], 1)
+    return TokenPlacement(np.full(nr * nc, VIEW_BASE, np.int8), r.astype(np.int32), c.astype(np.int32),
+                          rects.astype(np.float32))
+
+
+def _ellipse(rng: np.random.Generator, width: int, height: int, size: tuple[float, float]) -> np.ndarray:
+    m = np.zeros((height, width), np.uint8)
+    axes = (int(rng.uniform(*size) * width), int(rng.uniform(*size) * height))
+    centre = (int(rng.uniform(0.15, 0.85) * width), int(rng.uniform(0.15, 0.85) * height))
+    cv2.ellipse(m, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return m.astype(bool)
+
+
+def _layered(amodal: dict[int, np.ndarray], width: int, height: int) -> Scene:
+    """The scene of amodal masks stacked in depth in dict order (later ones in front)."""
+    ids = list(amodal)
+    visible, occluders = {}, {}
+    for i, gt in enumerate(ids):
+        above = [g for g in ids[i + 1:] if (amodal[g] & amodal[gt]).any()]
+        cover = np.zeros((height, width), bool)
+        for g in above:
+            cover |= amodal[g]
+        visible[gt] = amodal[gt] & ~cover
+        occluders[gt] = above
+    return Scene(width, height, amodal, visible, occluders)
+
+
+def random_scene(
+    rng: np.random.Generator, width: int, height: int, n_objects: int, first_id: int,
+    size: tuple[float, float] = (0.08, 0.22),
+) -> Scene:
+    """Ellipses in depth order (later ones in front); each keeps >= 25% of itself visible.
+    `size`: range of the semi-axes as fractions of the image width and height."""
     ids = list(range(first_id, first_id + n_objects))
     for _ in range(1000):
-        amodal: dict[int, np.ndarray] = {}
-        for gt in ids:
-            m = np.zeros((height, width), np.uint8)
-            axes = (int(rng.uniform(0.08, 0.22) * width), int(rng.uniform(0.08, 0.22) * height))
-            centre = (int(rng.uniform(0.15, 0.85) * width), int(rng.uniform(0.15, 0.85) * height))
-            cv2.ellipse(m, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-            amodal[gt] = m.astype(bool)
-        visible, occluders = {}, {}
-        for i, gt in enumerate(ids):
-            above = [g for g in ids[i + 1:] if (amodal[g] & amodal[gt]).any()]
-            cover = np.zeros((height, width), bool)
-            for g in above:
-                cover |= amodal[g]
-            visible[gt] = amodal[gt] & ~cover
-            occluders[gt] = above
-        if all(visible[g].sum() >= 0.25 * amodal[g].sum() for g in ids):
-            return Scene(width, height, amodal, visible, occluders)
+        scene = _layered({gt: _ellipse(rng, width, height, size) for gt in ids}, width, height)
+        if all(scene.visible[g].sum() >= 0.25 * scene.amodal[g].sum() for g in ids):
+            return scene
     raise RuntimeError(f"no scene of {n_objects} objects with >= 25% visible each in 1000 draws")
+
+
+def occluded_scene(
+    rng: np.random.Generator, width: int, height: int, n_pairs: int, first_id: int,
+    visible: float = 0.1, size: tuple[float, float] = (0.06, 0.12),
+) -> Scene:
+    """Heavy occlusion: `n_pairs` pairs, each an ellipse and, in front of it, a slightly larger
+    copy shifted so that about `visible` of the back one stays visible (a crescent); the pairs
+    sit in side-by-side strips of the image."""
+    amodal: dict[int, np.ndarray] = {}
+    strip = width / n_pairs
+    for k in range(n_pairs):
+        ax = int(rng.uniform(*size) * width)
+        ay = int(rng.uniform(*size) * height)
+        cx = int(strip * (k + 0.5) + rng.uniform(-0.1, 0.1) * strip)
+        cy = int(rng.uniform(0.3, 0.7) * height)
+        angle, direction = float(rng.uniform(0, 180)), rng.uniform(0, 2 * np.pi)
+        back = np.zeros((height, width), np.uint8)
+        cv2.ellipse(back, (cx, cy), (ax, ay), angle, 0, 360, 1, -1)
+        back = back.astype(bool)
+        lo, hi = 0.0, 1.0  # shift as a fraction of the larger axis, bisected on the visible share
+        for _ in range(12):
+            mid = (lo + hi) / 2
+            front = np.zeros((height, width), np.uint8)
+            shift = mid * max(ax, ay)
+            cv2.ellipse(front, (int(cx + shift * np.cos(direction)), int(cy + shift * np.sin(direction))),
+                        (int(ax * 1.1), int(ay * 1.1)), angle, 0, 360, 1, -1)
+            share = (back & ~front.astype(bool)).sum() / back.sum()
+            lo, hi = (mid, hi) if share < visible else (lo, mid)
+        amodal[first_id + 2 * k] = back
+        amodal[first_id + 2 * k + 1] = front.astype(bool)
+    return _layered(amodal, width, height)
 
 
 def _centres(placement: TokenPlacement) -> np.ndarray:
