@@ -24,7 +24,7 @@ from pipeline.attention.cache import AttentionCacheWriter, ImageAttention, Insta
 from pipeline.datasets.record import AmodalDataset, ImageRecord, Instance
 from pipeline.sampling import synthetic
 from pipeline.sampling.params import SampleParams
-from pipeline.sampling.run import run_sample
+from pipeline.sampling.run import parse_workers, resolve_workers, run_sample
 
 TARGET_S = 60.0
 D2SA_VAL_INSTANCES = 15_654
@@ -76,9 +76,10 @@ def main() -> None:
     ap.add_argument("--rules", nargs="+", default=["new"], choices=list(RULES),
                     help="positive rules to time side by side: new (the defaults) and pre-grid "
                          "(no look-alike contrast, no margin, no snap)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                    help="worker counts to time side by side on the same cache")
+    ap.add_argument("--workers", type=parse_workers, nargs="+", default=[1, 2],
+                    help="worker counts to time side by side on the same cache ('auto': the stage's default)")
     args = ap.parse_args()
+    args.workers = [resolve_workers(w, args.images) for w in args.workers]  # 'auto' -> its number here
     n_instances = round(D2SA_VAL_INSTANCES * args.images / 3600)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -79,13 +79,45 @@ def test_never_more_points_than_the_decoder_reads(scenes, mode):
         assert labels == sorted(labels, reverse=True)
 
 
-def test_deterministic_for_a_seed_and_any_number_of_workers(scenes):
+def test_deterministic_for_a_seed_and_any_number_of_workers(scenes, monkeypatch):
     cache, dataset, _ = scenes
+    import pipeline.sampling.run as run
+
+    monkeypatch.setattr(run, "CHUNK_IMAGES", 2)  # several chunks, so two workers share them
     for strategy in ("peak", "kmeans"):
         params = SampleParams(strategy=strategy, seed=7)
         a, _, _ = sample_cache(cache, dataset, params, progress=False)
-        b, _, _ = sample_cache(cache, dataset, params, progress=False, workers=1 if strategy == "peak" else 2)
+        b, _, _ = sample_cache(cache, dataset, params, progress=False, workers=2)
         assert a.equals(b)
+
+
+def test_auto_workers_one_per_core_at_most_one_per_chunk(monkeypatch):
+    import pipeline.sampling.run as run
+
+    monkeypatch.setattr(run.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert run.resolve_workers("auto", 10) == 1  # one chunk: sampled in this process
+    assert run.resolve_workers("auto", 3 * run.CHUNK_IMAGES) == 3
+    assert run.resolve_workers("auto", 10_000) == run.MAX_AUTO_WORKERS
+    monkeypatch.setattr(run.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert run.resolve_workers("auto", 10_000) == 2
+    assert run.resolve_workers(5, 1) == 5
+    for bad in (0, -1, 1.5, True, "two"):
+        with pytest.raises(ValueError, match="workers must be a positive integer or 'auto'"):
+            run.resolve_workers(bad, 100)
+    assert run.parse_workers("auto") == "auto" and run.parse_workers("3") == 3
+    for bad in ("0", "x", "-2", ""):
+        with pytest.raises(ValueError, match="--workers must be"):
+            run.parse_workers(bad)
+
+
+def test_stage_refuses_a_bad_workers_value_in_one_line(capsys):
+    from stages.sample import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--workers", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--workers must be a positive integer or 'auto', got '0'" in err[-1]
 
 
 def test_parquet_round_trip_with_metadata(scenes, tmp_path):
@@ -224,3 +256,13 @@ def test_cache_image_listing_and_ordered_reads(scenes):
     assert got == [5, 2, 30]
     with pytest.raises(ac.CacheFormatError, match="image 99 is not in the attention cache"):
         list(ac.read_images(cache, [1, 99]))
+
+
+def test_vlmsam_sample_refuses_a_bad_workers_value():
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["sample", "--workers", "many"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == "error: --workers must be a positive integer or 'auto', got 'many'"

@@ -1,5 +1,7 @@
 """Token attention -> pixel maps: exact painting, overlap averaging, view mixing, normalisation."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,80 @@ def test_token_values_normalise_each_view_then_weight_layers(norm):
 def test_unknown_view_is_an_error():
     with pytest.raises(ValueError, match="views"):
         split_views(_placement([0, 2], np.zeros((2, 4))))
+
+
+def _generic(views):
+    """The same views with the lattice forgotten: painted by the difference array."""
+    return [dataclasses.replace(t, lattice=None) for t in views]
+
+
+def _lattice_placement(col_edges, row_edges, view=0, drop=()):
+    """Tokens on the lattice of the given edges, in row-major order, without the `drop` places."""
+    nr, nc = len(row_edges) - 1, len(col_edges) - 1
+    r, c = np.divmod(np.arange(nr * nc), nc)
+    keep = ~np.isin(np.arange(nr * nc), drop)
+    r, c = r[keep], c[keep]
+    rect = np.stack([np.take(col_edges, c), np.take(row_edges, r), np.take(col_edges, c + 1),
+                     np.take(row_edges, r + 1)], 1)
+    return TokenPlacement(np.full(r.size, view, np.int8), r.astype(np.int32), c.astype(np.int32),
+                          rect.astype(np.float32))
+
+
+def _concat(*placements):
+    return TokenPlacement(*(np.concatenate([getattr(p, k) for p in placements]) for k in ("view", "row", "col", "rect")))
+
+
+def test_lattice_views_are_gathered_and_equal_the_difference_array():
+    rng = np.random.default_rng(5)
+    cols = np.cumsum(np.r_[3.3, rng.uniform(4, 19, 11)])  # uneven spans, starting inside the image
+    rows = np.cumsum(np.r_[0.0, rng.uniform(4, 19, 8)])
+    coarse = _lattice_placement(np.linspace(0, 200, 7), np.linspace(0, 150, 6))
+    fine = _lattice_placement(cols, rows, view=1, drop=[0, 5, 17, 40])  # places without a token
+    placement = _concat(coarse, fine)
+    views = split_views(placement)
+    assert all(t.lattice is not None for t in views)
+    values = rng.random((3, len(placement)))
+    for box, cells in [((30.5, 12.25, 131.0, 97.0), 24), ((0, 0, 200, 150), 64), ((150, 100, 49, 49), 7),
+                       ((5, 5, 1, 1), 64)]:
+        grid = Grid.over(*search_region(box, 200, 150, 1.3), max_cells=cells)
+        got = paint(values, views, grid, (0.4, 0.6))
+        np.testing.assert_allclose(got, paint(values, _generic(views), grid, (0.4, 0.6)), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got, _brute_force(values, placement, grid, (0.4, 0.6)), rtol=1e-5, atol=1e-6)
+        assert np.array_equal(np.isnan(got), np.isnan(_brute_force(values, placement, grid, (0.4, 0.6))))
+
+
+def test_rects_that_are_no_lattice_use_the_difference_array():
+    square = _lattice_placement(np.linspace(0, 40, 5), np.linspace(0, 30, 4))
+    shifted = dataclasses.replace(square, rect=square.rect + np.where(np.arange(12) == 5, 1.0, 0.0)[:, None])
+    overlapping = _concat(square, dataclasses.replace(square, col=square.col + 4, rect=square.rect + [5, 0, 5, 0]))
+    twice = _concat(square, square)
+    for placement in (shifted, overlapping, twice):
+        assert split_views(placement)[0].lattice is None
+    assert split_views(square)[0].lattice is not None
+
+
+@pytest.mark.parametrize("family, image_hw", [
+    ("llava", (480, 640)), ("llava_next", (479, 641)), ("llava_next", (1440, 1920)),
+    ("llava_onevision", (480, 640)), ("llava_onevision", (1213, 407)), ("qwen2_vl", (250, 37)),
+])
+def test_real_placements_are_lattices_in_every_view(family, image_hw):
+    """Transformers' feature packing gives lattice views, so sampling gathers on every family."""
+    from pipeline.attention.placement import placement_for
+
+    if family.startswith("qwen"):
+        import test_placement_qwen as qwen
+        from pipeline.vlm_families import get_family
+
+        config, processor = qwen.identity_model(family)[1], qwen.processor_for(family, get_family(family).pixel_budget)
+    else:
+        import test_placement_packing as llava
+
+        _, config, processor = llava.identity_model(family)
+    placement = placement_for(config, processor, image_hw).placement
+    views = split_views(placement)
+    assert all(t.lattice is not None for t in views)
+    values = np.random.default_rng(0).random((2, len(placement)))
+    h, w = image_hw
+    grid = Grid.over(*search_region((0.1 * w, 0.2 * h, 0.5 * w, 0.6 * h), w, h, 1.3), max_cells=64)
+    np.testing.assert_allclose(paint(values, views, grid, (0.5, 0.5)), paint(values, _generic(views), grid, (0.5, 0.5)),
+                               rtol=1e-6, atol=1e-7)

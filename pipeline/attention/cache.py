@@ -81,14 +81,15 @@ class TokenPlacement:
 
 @dataclass
 class InstanceAttention:
-    """Target attention of one ground-truth instance."""
+    """Target attention of one ground-truth instance (the words are None when read without them,
+    see `read_images`)."""
 
     gt_id: int
-    category_name: str
-    query_text: str
-    target_tokens: list[str]
+    category_name: str | None
+    query_text: str | None
+    target_tokens: list[str] | None
     maps: np.ndarray  # float32 [L, T]
-    occluder_names: list[str] = field(default_factory=list)
+    occluder_names: list[str] | None = field(default_factory=list)
     occluder_ids: list[int] = field(default_factory=list)
     fallback: str = ""
     heads: np.ndarray | None = None  # float32 [L, H, T]
@@ -96,16 +97,17 @@ class InstanceAttention:
 
 @dataclass
 class ImageAttention:
-    """Everything the cache holds for one image."""
+    """Everything the cache holds for one image (the occlusion answer is None when read without
+    the words, see `read_images`)."""
 
     image_id: int
     width: int
     height: int
     placement: TokenPlacement
     instances: dict[int, InstanceAttention]
-    occlusion_json: str = ""
-    occlusion_raw: str = ""
-    occlusion_error: str = ""
+    occlusion_json: str | None = ""
+    occlusion_raw: str | None = ""
+    occlusion_error: str | None = ""
 
 
 @dataclass
@@ -287,23 +289,36 @@ def _info(f: h5py.File) -> CacheInfo:
     )
 
 
-def _read_image(g: h5py.Group, with_heads: bool) -> ImageAttention:
+def _whole(parent: h5py.Group, name: str) -> np.ndarray:
+    """The whole dataset `name` of `parent` as an array: `parent[name][()]` through h5py's
+    low-level calls, which skip the selection machinery (half the time on the maps' sizes)."""
+    dataset = h5py.h5d.open(parent.id, name.encode())
+    out = np.empty(dataset.shape, dataset.dtype)
+    dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    return out
+
+
+def _read_image(g: h5py.Group, with_heads: bool, with_words: bool = True) -> ImageAttention:
     t = g["tokens"]
     placement = TokenPlacement(
-        view=t["view"][()], row=t["row"][()], col=t["col"][()], rect=t["rect"][()]
+        view=_whole(t, "view"), row=_whole(t, "row"), col=_whole(t, "col"), rect=_whole(t, "rect")
     )
+
+    def words(attrs, name: str, parse=_str):
+        return parse(_str(attrs[name])) if with_words else None
+
     instances = {}
     for key, h in g["instances"].items():
         instances[int(key)] = InstanceAttention(
             gt_id=int(key),
-            category_name=_str(h.attrs["category_name"]),
-            query_text=_str(h.attrs["query_text"]),
-            target_tokens=json.loads(_str(h.attrs["target_tokens"])),
-            maps=h["maps"][()],
-            occluder_names=json.loads(_str(h.attrs["occluder_names"])),
+            category_name=words(h.attrs, "category_name"),
+            query_text=words(h.attrs, "query_text"),
+            target_tokens=words(h.attrs, "target_tokens", json.loads),
+            maps=_whole(h, "maps"),
+            occluder_names=words(h.attrs, "occluder_names", json.loads),
             occluder_ids=[int(x) for x in h.attrs["occluder_ids"]],
             fallback=_str(h.attrs["fallback"]),
-            heads=h["heads"][()] if (with_heads and "heads" in h) else None,
+            heads=_whole(h, "heads") if (with_heads and "heads" in h) else None,
         )
     return ImageAttention(
         image_id=int(g.name.rsplit("/", 1)[-1]),
@@ -311,9 +326,9 @@ def _read_image(g: h5py.Group, with_heads: bool) -> ImageAttention:
         height=int(g.attrs["height"]),
         placement=placement,
         instances=instances,
-        occlusion_json=_str(g.attrs["occlusion_json"]),
-        occlusion_raw=_str(g.attrs["occlusion_raw"]),
-        occlusion_error=_str(g.attrs["occlusion_error"]),
+        occlusion_json=words(g.attrs, "occlusion_json"),
+        occlusion_raw=words(g.attrs, "occlusion_raw"),
+        occlusion_error=words(g.attrs, "occlusion_error"),
     )
 
 
@@ -357,11 +372,19 @@ def image_ids(path: str | os.PathLike) -> list[int]:
         return [int(key) for key in f["images"]]
 
 
-def read_images(path: str | os.PathLike, ids: Iterable[int], with_heads: bool = False) -> Iterator[ImageAttention]:
-    """Yield the images `ids` in that order from one open file; a clear error for an absent one."""
+def read_images(
+    path: str | os.PathLike, ids: Iterable[int], with_heads: bool = False, with_words: bool = True,
+) -> Iterator[ImageAttention]:
+    """Yield the images `ids` in that order from one open file; a clear error for an absent one.
+
+    `with_words=False` leaves out what the VLM said and was asked (occlusion answer, category and
+    query text, target tokens, occluder names: None), which sampling does not read; the maps,
+    occluder ids and fallbacks are read either way.
+    """
     with _open(path) as f:
+        images = f["images"]
         for image_id in ids:
             key = str(int(image_id))
-            if key not in f["images"]:
+            if key not in images:
                 raise CacheFormatError(f"{path}: image {image_id} is not in the attention cache")
-            yield _read_image(f["images"][key], with_heads)
+            yield _read_image(images[key], with_heads, with_words)

@@ -7,10 +7,12 @@ Steps, each vectorised over tokens (no per-token Python loop):
 1. `token_values`: per instance, the chosen layers' maps are normalised per view (and layer) so
    coarse and fine maps are comparable, then averaged over layers with the layer weights.
 2. `paint`: each view's token values are painted over their rects on a `Grid` (the search
-   region at reduced resolution) with a 2-D difference array (an integral image in reverse):
-   4 signed entries per token, two cumulative sums. Overlapping rects of a view average; the
-   views are then mixed per cell with the view weights over the views that cover the cell.
-   Cells no token covers are NaN.
+   region at reduced resolution). A view whose rects form a lattice (`Lattice`: every view
+   that transformers' feature packing gives) is a gather: each grid row and column is mapped
+   to the lattice row and column whose span holds its centre. Any other view is painted with
+   a 2-D difference array (an integral image in reverse): 4 signed entries per token, two
+   cumulative sums, and overlapping rects of a view average. The views are then mixed per cell
+   with the view weights over the views that cover the cell. Cells no token covers are NaN.
 """
 
 from __future__ import annotations
@@ -65,12 +67,65 @@ def search_region(box_xywh, width: int, height: int, enlarge: float) -> tuple[fl
 
 
 @dataclass(frozen=True)
+class Lattice:
+    """A view's rects as a lattice: the x-span of a token depends only on its column, the y-span
+    only on its row, and the spans of distinct columns (rows) are disjoint. Columns and rows
+    are sorted by position; `token[r, c]` is the placement index of the token there, -1 where
+    the view has none, with one more row and column of -1 at the end: lattice line -1 (a grid
+    cell outside every line) finds no token."""
+
+    col_lo: np.ndarray  # float64 [nc]
+    col_hi: np.ndarray  # float64 [nc]
+    row_lo: np.ndarray  # float64 [nr]
+    row_hi: np.ndarray  # float64 [nr]
+    token: np.ndarray  # int64 [nr + 1, nc + 1]
+
+    @staticmethod
+    def _axis(key: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+        """Per distinct `key`: its one span, sorted by position, and each token's place in that
+        order; None when a key has two spans or two spans overlap."""
+        keys, inverse = np.unique(key, return_inverse=True)
+        first = np.zeros(keys.size, np.int64)
+        first[inverse[::-1]] = np.arange(key.size)[::-1]  # a token of each key
+        span_lo, span_hi = lo[first], hi[first]
+        if not (np.array_equal(lo, span_lo[inverse]) and np.array_equal(hi, span_hi[inverse])):
+            return None
+        order = np.argsort(span_lo, kind="stable")
+        if np.any(span_hi[order][:-1] > span_lo[order][1:]):
+            return None
+        place = np.empty(keys.size, np.int64)
+        place[order] = np.arange(keys.size)
+        return span_lo[order], span_hi[order], place[inverse]
+
+    @classmethod
+    def of(cls, row: np.ndarray, col: np.ndarray, rect: np.ndarray, index: np.ndarray) -> "Lattice | None":
+        """The lattice of the tokens `index` of a placement at grid (`row`, `col`) with `rect`
+        [n, 4], or None when the rects do not form one (or two tokens share a grid place)."""
+        cols = cls._axis(col, rect[:, 0], rect[:, 2])
+        rows = cls._axis(row, rect[:, 1], rect[:, 3])
+        if cols is None or rows is None:
+            return None
+        token = np.full((rows[0].size + 1, cols[0].size + 1), -1, np.int64)
+        token[rows[2], cols[2]] = index
+        if np.count_nonzero(token >= 0) != row.size:
+            return None
+        return cls(cols[0], cols[1], rows[0], rows[1], token)
+
+
+@dataclass(frozen=True)
 class ViewTokens:
-    """The tokens of one view: their indices into the placement and their rects (float64)."""
+    """The tokens of one view: their indices into the placement, their rects (float64) and,
+    when the rects form one, their lattice."""
 
     view: int
     index: np.ndarray  # int [n]
     rect: np.ndarray  # float64 [n, 4]
+    lattice: Lattice | None = None
+
+    @property
+    def side(self) -> float:
+        """Median shorter side of the view's tokens, in pixels."""
+        return float(np.median(np.minimum(self.rect[:, 2] - self.rect[:, 0], self.rect[:, 3] - self.rect[:, 1])))
 
 
 def split_views(placement: TokenPlacement) -> list[ViewTokens]:
@@ -80,26 +135,23 @@ def split_views(placement: TokenPlacement) -> list[ViewTokens]:
     if unknown:
         raise ValueError(f"token views {unknown} are not one of {VIEWS} (base, high-resolution)")
     rect = np.asarray(placement.rect, np.float64)
+    row, col = np.asarray(placement.row), np.asarray(placement.col)
     out = []
     for v in VIEWS:
         index = np.flatnonzero(view == v)
         if index.size:
-            out.append(ViewTokens(v, index, rect[index]))
+            out.append(ViewTokens(v, index, rect[index], Lattice.of(row[index], col[index], rect[index], index)))
     return out
 
 
 def finest_view(views: list[ViewTokens]) -> ViewTokens:
     """The view with the smallest tokens (median shorter side)."""
-    return min(views, key=lambda t: float(np.median(np.minimum(t.rect[:, 2] - t.rect[:, 0], t.rect[:, 3] - t.rect[:, 1]))))
+    return min(views, key=lambda t: t.side)
 
 
 def finest_token_side(views: list[ViewTokens]) -> float:
     """Median shorter side (pixels) of the tokens of the view with the smallest tokens."""
-    sides = [
-        float(np.median(np.minimum(t.rect[:, 2] - t.rect[:, 0], t.rect[:, 3] - t.rect[:, 1])))
-        for t in views
-    ]
-    return max(min(sides), 0.0) if sides else 0.0
+    return max(min(t.side for t in views), 0.0) if views else 0.0
 
 
 def token_values(
@@ -127,11 +179,36 @@ def token_values(
     return out
 
 
+def _cell_edges(lo: np.ndarray, hi: np.ndarray, origin: float, step: float):
+    """First and one-past-last cell index (as floats, unclipped) whose centre lies in [lo, hi)."""
+    return np.ceil((lo - origin) / step - 0.5), np.ceil((hi - origin) / step - 0.5)
+
+
 def _cell_span(lo: np.ndarray, hi: np.ndarray, origin: float, step: float, n: int):
     """First and one-past-last cell index whose centre lies in [lo, hi), clipped to [0, n]."""
-    first = np.ceil((lo - origin) / step - 0.5)
-    last = np.ceil((hi - origin) / step - 0.5)
+    first, last = _cell_edges(lo, hi, origin, step)
     return np.clip(first, 0, n).astype(np.int64), np.clip(last, 0, n).astype(np.int64)
+
+
+def _lattice_cells(lo: np.ndarray, hi: np.ndarray, origin: float, step: float, n: int) -> np.ndarray:
+    """Per cell of one grid axis, the lattice line whose span holds its centre (-1: none).
+
+    The lines' cell spans (`_cell_edges`, as the difference array paints them) are disjoint and
+    in order, so a cell belongs to the last line starting at or before it, if it ends after it.
+    """
+    first, last = _cell_edges(lo, hi, origin, step)
+    cell = np.arange(n)
+    line = np.searchsorted(first, cell, side="right") - 1
+    return np.where((line >= 0) & (cell < last[line]), line, -1)  # last[-1] for line -1: masked
+
+
+def _lattice_tokens(tokens: ViewTokens, grid: Grid) -> np.ndarray:
+    """int [rows, cols]: the placement index of the token of a lattice view covering each cell,
+    -1 where none does."""
+    lat = tokens.lattice
+    r = _lattice_cells(lat.row_lo, lat.row_hi, grid.y0, grid.step_y, grid.rows)
+    c = _lattice_cells(lat.col_lo, lat.col_hi, grid.x0, grid.step_x, grid.cols)
+    return np.take(np.take(lat.token, r, axis=0), c, axis=1)
 
 
 def _paint_view(values: np.ndarray, tokens: ViewTokens, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -167,18 +244,26 @@ def paint(values: np.ndarray, views: list[ViewTokens], grid: Grid, view_weights)
     (`view_weights` in VIEWS order) over the views that cover the cell with a positive weight.
     """
     k = values.shape[0]
+    padded = np.concatenate([values, np.zeros((k, 1))], axis=1)  # column T: uncovered cells
     total = np.zeros((k, grid.rows, grid.cols))
     weight = np.zeros((grid.rows, grid.cols))
     for tokens in views:
         w = float(view_weights[VIEWS.index(tokens.view)])
         if w <= 0:
             continue
+        if tokens.lattice is not None:
+            token = _lattice_tokens(tokens, grid)
+            gathered = np.take(padded, token, axis=1)  # index -1 is the zero column
+            gathered *= w
+            total += gathered
+            weight += w * (token >= 0)
+            continue
         sums, count = _paint_view(values, tokens, grid)
         covered = count > 0
         total += w * np.where(covered, sums / np.where(covered, count, 1.0), 0.0)
         weight += w * covered
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), np.nan)
+        out = total / weight  # 0 / 0 = NaN where no view covers
     return out.astype(np.float32)
 
 

@@ -25,7 +25,7 @@ from pipeline.datasets.record import AmodalDataset, ImageRecord
 from pipeline.errors import VlmsamError
 from pipeline.sampling.params import SampleParams
 from pipeline.sampling.pixel_map import (
-    Grid, finest_token_side, finest_view, paint, search_region, split_views, token_values,
+    Grid, ViewTokens, finest_token_side, finest_view, paint, search_region, split_views, token_values,
 )
 from pipeline.sampling.points import EXTRACT_PREFIX, InstancePoints, fallback_points, sample_points, snap_positives
 from pipeline.sampling.points_schema import write_points
@@ -83,15 +83,16 @@ class LayerChoice:
 
 def sample_image(
     image: ImageAttention, record: ImageRecord, params: SampleParams, layers: LayerChoice,
-    where: str = "", timings: Counter | None = None,
+    where: str = "", timings: Counter | None = None, views: list[ViewTokens] | None = None,
 ) -> dict[int, InstancePoints]:
     """Points of every instance of `record` (dataset order) from the cache's `image`.
 
-    `timings`, when given, accumulates seconds spent in 'upsample' and 'peaks'.
+    `timings`, when given, accumulates seconds spent in 'upsample' and 'peaks'. `views`: the
+    image's `split_views(image.placement)`, when the caller has it (images of one size share it).
     """
     clock = time.perf_counter()
     timings = Counter() if timings is None else timings
-    views = split_views(image.placement)
+    views = split_views(image.placement) if views is None else views
     gt_ids = list(image.instances)
     row_of = {g: i for i, g in enumerate(gt_ids)}
     maps = np.stack([np.asarray(image.instances[g].maps) for g in gt_ids])  # [N, L, T]
@@ -201,6 +202,32 @@ def points_metadata(params: SampleParams, info: CacheInfo, cache_path) -> dict:
 
 
 CHUNK_IMAGES = 32  # images per unit of work (one open of the cache; one task of a worker process)
+MAX_AUTO_WORKERS = 8  # `workers="auto"` never starts more processes than this
+
+
+def resolve_workers(workers: int | str, n_images: int) -> int:
+    """The number of processes for `workers`: a positive int as given, or "auto": one per CPU
+    core this process may use, at most MAX_AUTO_WORKERS and one per chunk of CHUNK_IMAGES images
+    (a small dataset is sampled in this process, without starting any)."""
+    if workers == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, MAX_AUTO_WORKERS, -(-n_images // CHUNK_IMAGES)))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer or 'auto', got {workers!r}")
+    return workers
+
+
+def parse_workers(text: str) -> int | str:
+    """A command line's --workers value: 'auto' or a positive integer (ValueError otherwise)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--workers must be a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _sample_chunk(job) -> tuple[list[tuple[int, dict[int, InstancePoints]]], Counter]:
@@ -211,29 +238,33 @@ def _sample_chunk(job) -> tuple[list[tuple[int, dict[int, InstancePoints]]], Cou
     layers = LayerChoice.resolve(params, info, cache_path)
     timings: Counter = Counter()
     out = []
+    views_of: dict[bytes, list[ViewTokens]] = {}  # placement -> its views (one per image size)
     # one thread: the per-instance arrays are small, and OpenMP/BLAS thread pools (KMeans)
     # cost far more than they give on them (measured 40x slower KMeans on a loaded 2-core box)
     with threadpool_limits(1):
-        images = read_images(cache_path, [r.id for r in records])
+        images = read_images(cache_path, [r.id for r in records], with_words=False)
         for record in records:
             clock = time.perf_counter()
             image = next(images)
             timings["read"] += time.perf_counter() - clock
             _check_image(image, record, layers, info, where)
-            out.append((record.id, sample_image(image, record, params, layers, where, timings)))
+            p = image.placement
+            key = b"".join(np.ascontiguousarray(a).tobytes() for a in (p.view, p.row, p.col, p.rect))
+            views = views_of.get(key) or views_of.setdefault(key, split_views(p))
+            out.append((record.id, sample_image(image, record, params, layers, where, timings, views)))
     return out, timings
 
 
 def sample_cache(
     cache_path: str | os.PathLike, dataset: AmodalDataset, params: SampleParams, progress: bool = True,
-    timings: Counter | None = None, workers: int = 1,
+    timings: Counter | None = None, workers: int | str = 1,
 ) -> tuple[pa.Table, dict, SampleSummary]:
     """Sample every instance of `dataset` from the cache: (points table, metadata, summary).
 
     Every dataset image with instances must be in the cache with all its instances
     (SampleInputError naming both files otherwise); cache images the dataset does not list
     are skipped and counted. `workers` > 1 spreads the images over that many processes (the
-    output is the same). `timings`, when given, accumulates seconds per part ('read',
+    output is the same); "auto" chooses the number (`resolve_workers`). `timings`, when given, accumulates seconds per part ('read',
     'upsample', 'peaks'; summed over workers).
     """
     timings = Counter() if timings is None else timings
@@ -243,8 +274,7 @@ def sample_cache(
         log.warning("SMOKE: %s was made with random VLM weights (%s); the points are not a result",
                     cache_path, info.model_id)
     LayerChoice.resolve(params, info, cache_path)  # fail early on absent layers
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    resolve_workers(workers, 0)  # fail early on a bad value
     records = {im.id: im for im in dataset.images if im.instances}
     where = f"{cache_path} / {dataset.annotation_file}: "
     in_cache = image_ids(cache_path)
@@ -261,6 +291,8 @@ def sample_cache(
         log.info("%s: %d cache image(s) not in %s are skipped", cache_path,
                  summary.skipped_cache_images, dataset.annotation_file)
     jobs = [(cache_path, order[i:i + CHUNK_IMAGES], params, where) for i in range(0, len(order), CHUNK_IMAGES)]
+    workers = resolve_workers(workers, len(order))
+    log.info("sampling %d images in %d process(es)", len(order), workers)
     columns = _Columns()
     with tqdm(total=len(order), desc="sample", unit="img", disable=not progress) as bar:
         if workers > 1:
@@ -308,7 +340,7 @@ def _check_image(image: ImageAttention, record: ImageRecord, layers: LayerChoice
 
 def run_sample(
     cache_path: str | os.PathLike, dataset: AmodalDataset, out_path: str | os.PathLike,
-    params: SampleParams, progress: bool = True, timings: Counter | None = None, workers: int = 1,
+    params: SampleParams, progress: bool = True, timings: Counter | None = None, workers: int | str = 1,
 ) -> SampleSummary:
     """The whole stage: sample and write `out_path` atomically (nothing is written on error).
 

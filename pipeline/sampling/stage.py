@@ -31,11 +31,11 @@ def run_stage(
     params_path: str | os.PathLike = DEFAULT_PARAMS, cache: str | os.PathLike = ATTENTION_CACHE,
     out: str | os.PathLike = POINTS, annotations: str | os.PathLike | None = None,
     preview: int = 0, preview_dir: str | os.PathLike | None = None, progress: bool = True,
-    workers: int = 1,
+    workers: int | str = "auto",
 ):
     """Sample the points of every dataset instance into `out`; `annotations` overrides
     dataset.annotations; `preview` > 0 also writes that many PNGs into `preview_dir`;
-    `workers` processes share the images (same output)."""
+    `workers` processes share the images (same output; "auto": see `run.resolve_workers`)."""
     from pipeline.datasets.params import load
     from pipeline.datasets.skips import read_skips, without_skipped_images, write_skips
     from pipeline.errors import ParamsError
