@@ -48,6 +48,25 @@ def test_round_trip_and_resume(tmp_path):
     assert info.smoke is True and info.layers == [1, 2]
 
 
+def test_reading_without_the_words_keeps_everything_sampling_reads(tmp_path):
+    path = tmp_path / "attention.h5"
+    w = ac.AttentionCacheWriter(path, _info())
+    w.write_image(_image(1))
+    w.finalize([1])
+    full = ac.read_image(path, 1)
+    (lean,) = ac.read_images(path, [1], with_words=False)
+    for field in ("view", "row", "col", "rect"):
+        got, want = getattr(lean.placement, field), getattr(full.placement, field)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert (lean.image_id, lean.width, lean.height) == (full.image_id, full.width, full.height)
+    a, b = lean.instances[10], full.instances[10]
+    assert a.maps.dtype == np.float32 and np.array_equal(a.maps, b.maps)
+    assert (a.occluder_ids, a.fallback) == (b.occluder_ids, b.fallback) == ([3], "")
+    assert (a.category_name, a.query_text, a.target_tokens, a.occluder_names) == (None, None, None, None)
+    assert (lean.occlusion_json, lean.occlusion_raw, lean.occlusion_error) == (None, None, None)
+    assert (b.category_name, b.target_tokens, full.occlusion_raw) == ("cup", ["cup"], "raw")
+
+
 def test_changed_params_discard_parts(tmp_path):
     path = tmp_path / "attention.h5"
     ac.AttentionCacheWriter(path, _info()).write_image(_image(1))
