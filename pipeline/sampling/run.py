@@ -264,8 +264,8 @@ def sample_cache(
     Every dataset image with instances must be in the cache with all its instances
     (SampleInputError naming both files otherwise); cache images the dataset does not list
     are skipped and counted. `workers` > 1 spreads the images over that many processes (the
-    output is the same); "auto" chooses the number (`resolve_workers`). `timings`, when given, accumulates seconds per part ('read',
-    'upsample', 'peaks'; summed over workers).
+    output is the same); "auto" chooses the number (`resolve_workers`). `timings`, when given,
+    accumulates seconds per part ('read', 'upsample', 'peaks'; summed over workers).
     """
     timings = Counter() if timings is None else timings
     cache_path = Path(cache_path)
