@@ -98,7 +98,7 @@ def _rgb(image: Path):
 def visualize_command(
     n: int = typer.Option(6, "--n", min=1, help="Number of instances to draw (spread over occlusion rates)."),
     out: Path = typer.Option(Path("reports/figures"), "--out", help="Folder for the PNG figures."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (its dataset section is read)."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (its dataset section; under dataset.proposals also evaluate.proposal_score)."),
     cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Attention cache written by extract."),
     points: Path = typer.Option(DEFAULT_POINTS, "--points", help="Points file written by sample."),
     visible: Path = typer.Option(DEFAULT_VISIBLE, "--visible", help="Visible predictions written by decode."),
@@ -106,9 +106,8 @@ def visualize_command(
 ) -> None:
     """Draw the 8-panel pipeline figure for N instances of a finished run."""
     from pipeline.attention.cache import CacheFormatError
-    from pipeline.datasets.params import DatasetParams, load
     from pipeline.datasets.record import DatasetError
-    from pipeline.params_file import load_params, section
+    from pipeline.finished_run import load_shown_dataset
     from pipeline.predictions import PredictionFormatError
     from pipeline.visualize import RunOutputs, visualize_run
 
@@ -116,7 +115,7 @@ def visualize_command(
     try:
         outputs = RunOutputs(cache, points, visible, amodal)
         outputs.check()  # before loading the dataset: a missing output is the likelier mistake
-        dataset = load(DatasetParams.from_dict(section(load_params(params), "dataset", params)))
+        dataset = load_shown_dataset(params, outputs)
         paths = visualize_run(dataset, outputs, n, out)
     except (FileNotFoundError, DatasetError, CacheFormatError, PredictionFormatError, KeyError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)

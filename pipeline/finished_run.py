@@ -53,3 +53,24 @@ def read_finished_run(dataset, outputs) -> FinishedRun:
         ious={r.gt_id: r for r in instance_ious(dataset, amodal, visible)},
         points={g: sorted(p) for g, p in points.items()}, occlusion=occlusion,
         smoke=bool(info.smoke or meta.get("smoke") or amodal.smoke or visible.smoke))
+
+
+def load_shown_dataset(params_path, outputs):
+    """The dataset that looking at the run `outputs` shows, from the parameter file's `dataset`
+    section: the annotated instances, or under dataset.proposals the proposal queries, those
+    matched to a ground-truth instance carrying its masks and occlusion rate, paired as
+    evaluate pairs them (`evaluate.proposal_score`); the unmatched keep none."""
+    from pipeline.datasets.params import DatasetParams, load
+    from pipeline.evaluation.params import EvaluateParams
+    from pipeline.evaluation.proposals import paired_from_file
+    from pipeline.params_file import load_params, reading, section
+
+    params = load_params(params_path)
+    with reading(params_path):
+        dataset_params = DatasetParams.from_dict(section(params, "dataset", params_path))
+        rule = (EvaluateParams.from_dict(section(params, "evaluate", params_path)).proposal_score
+                if dataset_params.proposals is not None else None)
+    dataset = load(dataset_params)
+    if dataset.proposals is None:
+        return dataset
+    return paired_from_file(dataset, outputs.amodal, rule)

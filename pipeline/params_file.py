@@ -73,9 +73,14 @@ def with_shared(d: dict | None, key: str, shared, where: str) -> dict:
 @contextlib.contextmanager
 def reading(path: str | os.PathLike):
     """Parse parameters of file `path` in the block: a bad value (ValueError, KeyError, TypeError
-    raised by a section's dataclass) becomes a `ParamsError` naming the file."""
+    raised by a section's dataclass) becomes a `ParamsError` naming the file, and a section's
+    own `ParamsError` (of any subclass) names it too."""
     try:
         yield
+    except ParamsError as e:
+        if not str(e).startswith(f"{path}: "):
+            e.args = (f"{path}: {e}", *e.args[1:])
+        raise
     except VlmsamError:
         raise
     except (ValueError, KeyError, TypeError) as e:

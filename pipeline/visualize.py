@@ -174,7 +174,13 @@ def visualize_run(dataset, outputs: RunOutputs, n: int, out_dir: str | os.PathLi
 
     records = {im.id: im for im in dataset.images}
     instances = {(im.id, inst.id): inst for im in dataset.images for inst in im.instances}
-    done = [k for k in instances if k in visible and k in amodal]
+    # a prediction and ground-truth masks (under dataset.proposals: a query paired with an instance)
+    done = [k for k in instances if k in visible and k in amodal and instances[k].amodal_rle is not None]
+    if not done and dataset.proposals is not None:
+        raise ValueError(
+            f"{outputs.amodal}: no proposal of {dataset.proposals['path']} matches a ground-truth "
+            f"instance of {dataset.annotation_file} (as evaluate pairs them): nothing to draw"
+        )
     if not done:
         raise ValueError(
             f"{outputs.visible} / {outputs.amodal}: no prediction matches an instance of "

@@ -18,13 +18,16 @@ def shared_reference() -> Path:
 
 @pytest.fixture(scope="session")
 def finished_smoke_run():
-    """`smoke_run(root, n_images, seed, width, height)`, for module fixtures of finished runs."""
+    """`smoke_run(root, n_images, seed, width, height, proposals=None)`, for module fixtures of
+    finished runs."""
     return smoke_run
 
 
-def smoke_run(root: Path, n_images: int, seed: int, width: int, height: int):
+def smoke_run(root: Path, n_images: int, seed: int, width: int, height: int, proposals=None):
     """extract -> sample -> decode of the smoke profile on `n_images` synthetic images, run
-    through the stages' `main` in `root` (params.yaml there); returns the dataset."""
+    through the stages' `main` in `root` (params.yaml there); returns the dataset (its ground
+    truth). `proposals(annotations)`, when given, writes a proposals file for the annotations
+    and returns its path, which becomes dataset.proposals."""
     from pipeline.datasets import load_dataset
     from pipeline.demo import working_dir
     from pipeline.profiles import SMOKE_OVERRIDES, apply_overrides, default_params, write_params
@@ -36,6 +39,7 @@ def smoke_run(root: Path, n_images: int, seed: int, width: int, height: int):
     params = apply_overrides(default_params(), {
         **SMOKE_OVERRIDES, "extract.max_new_tokens": 8,
         "dataset.annotations": str(annotations), "dataset.flavour": "d2sa",
+        **({} if proposals is None else {"dataset.proposals": str(proposals(annotations))}),
     })
     write_params(root / "params.yaml", params)
     with working_dir(root):

@@ -79,7 +79,7 @@ def test_a_bad_segmenter_parameter_stops_decode_with_one_line(tmp_path, edit, me
     params = _params_with(tmp_path, edit)
     proc = _stage("decode", "--params", str(params))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert proc.stderr.startswith(f"error: {params}: {message}")
 
 
 def test_a_segmenter_folder_of_another_family_or_missing_a_file_is_one_line(tmp_path, capsys, monkeypatch):

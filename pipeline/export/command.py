@@ -20,7 +20,7 @@ class ExportFormat(str, enum.Enum):
 def export_command(
     out: Path = typer.Argument(..., help="Folder to write (new, empty, or an earlier export, which is replaced)."),
     to: ExportFormat = typer.Option(..., "--to", help="Format: fiftyone (a FiftyOneDataset folder)."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (its dataset section is read)."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (its dataset section; under dataset.proposals also evaluate.proposal_score)."),
     cache: Path = typer.Option(DEFAULT_CACHE, "--cache", help="Attention cache written by extract."),
     points: Path = typer.Option(DEFAULT_POINTS, "--points", help="Points file written by sample."),
     visible: Path = typer.Option(DEFAULT_VISIBLE, "--visible", help="Visible predictions written by decode."),
@@ -32,10 +32,9 @@ def export_command(
     """Export a finished run's ground truth, predictions, points and attention (FiftyOne:
     open with fo.Dataset.from_dir(OUT, dataset_type=fo.types.FiftyOneDataset))."""
     from pipeline.attention.cache import CacheFormatError
-    from pipeline.datasets.params import DatasetParams, load
     from pipeline.datasets.record import DatasetError
     from pipeline.export.fiftyone import ExportError, export_fiftyone
-    from pipeline.params_file import load_params, section
+    from pipeline.finished_run import load_shown_dataset
     from pipeline.predictions import PredictionFormatError
     from pipeline.visualize import RunOutputs
 
@@ -43,7 +42,7 @@ def export_command(
     try:
         outputs = RunOutputs(cache, points, visible, amodal)
         outputs.check()  # before loading the dataset: a missing output is the likelier mistake
-        dataset = load(DatasetParams.from_dict(section(load_params(params), "dataset", params)))
+        dataset = load_shown_dataset(params, outputs)
         summary = export_fiftyone(dataset, outputs, out, copy_images=copy_images)
     except (FileNotFoundError, DatasetError, CacheFormatError, PredictionFormatError, ExportError,
             KeyError, ValueError) as e:

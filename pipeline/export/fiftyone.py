@@ -22,6 +22,9 @@ A Detection's `bounding_box` [x, y, w, h] is the tight box of its mask's pixels 
 mask cropped to it (FiftyOne's `Detection.from_mask` convention), a zlib-compressed `.npy` as
 BSON binary; an empty mask has box [0, 0, 0, 0], no `mask`, and `mask_empty` true. Every label
 carries `gt_id`. A smoke run's samples are tagged SMOKE and the dataset's info and tags say so.
+Under dataset.proposals the ground truth is the annotated instances and the predictions are
+every proposal query's (`gt_id` the query's id), with `detector_score` and `matched` (paired with
+an annotated instance as evaluate pairs them; the IoUs are None when not).
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ def export_fiftyone(dataset, outputs, out_dir: str | os.PathLike, copy_images: b
     shutil.rmtree(tmp_dir, ignore_errors=True)
     (tmp_dir / HEATMAP_DIR).mkdir(parents=True)
     (tmp_dir / "data").mkdir()
+    truth = {im.id: im for im in (dataset.ground_truth or dataset).images}  # proposals: the annotated instances
     predictions = {}
     for entry in run.amodal.entries:
         predictions.setdefault(entry["image_id"], []).append(entry)
@@ -139,7 +143,7 @@ def export_fiftyone(dataset, outputs, out_dir: str | os.PathLike, copy_images: b
                   "metadata": {"_cls": "ImageMetadata", "width": record.width, "height": record.height},
                   "image_id": record.id}
         gt_amodal, gt_visible = [], []
-        for inst in record.instances:
+        for inst in truth[record.id].instances:
             facts = {"gt_id": inst.id, "occlusion_rate": inst.occlusion_rate}
             gt_amodal.append(mask_detection(rle.decode(inst.amodal_rle), inst.category_name, **facts))
             gt_visible.append(mask_detection(rle.decode(inst.visible_rle), inst.category_name, **facts))
@@ -154,14 +158,16 @@ def export_fiftyone(dataset, outputs, out_dir: str | os.PathLike, copy_images: b
                                   "the export pairs each prediction with its instance")
             visible = run.visible.by_gt_id[g]
             label = dataset.categories[entry["category_id"]]
-            card = card_fields(instances[g], record.id, run.ious[g], entry, visible,
+            card = card_fields(instances[g], record.id, run.ious.get(g), entry, visible,
                                *run.occlusion.get(g, ([], "not in the attention cache")))
+            proposal = {} if dataset.proposals is None else {
+                "detector_score": entry.get("detector_score"), "matched": g in run.ious}
             pred_amodal.append(mask_detection(
                 rle.decode(entry["segmentation"]), label, confidence=float(entry["score"]), gt_id=g,
                 iou=card["iou_amodal"], iou_occluded=card["iou_occluded"],
                 amodal_source=card["amodal_source"], completion=card["completion"],
                 exemplar_fallback=card["exemplar_fallback"], vlm_occluders=card["occluders"],
-                occluder_source=card["occluder_source"], occlusion_error=card["occlusion_error"]))
+                occluder_source=card["occluder_source"], occlusion_error=card["occlusion_error"], **proposal))
             pred_visible.append(mask_detection(
                 rle.decode(visible["segmentation"]), label, confidence=float(visible["score"]), gt_id=g,
                 iou=card["iou_visible"], fallback=card["fallback"]))

@@ -27,15 +27,17 @@ CSV_FIELDS = ("gt_id", "image_id", "category", "iou_amodal", "iou_visible", "iou
 
 def card_fields(inst, image_id: int, iou, amodal: dict, visible: dict, occluders: list[str],
                 occlusion_error: str) -> dict:
-    """The facts of one card (what the page shows, filters and sorts on; gallery.csv's row)."""
+    """The facts of one card (what the page shows, filters and sorts on; gallery.csv's row).
+    `iou` None: a proposal query matched to no ground truth (no IoUs, occlusion or bucket)."""
     from pipeline.evaluation.miou import bucket_of
 
     source = str(amodal.get("amodal_source", "not recorded"))
     completion = str(amodal.get("completion", ""))
     return {
         "gt_id": int(inst.id), "image_id": int(image_id), "category": inst.category_name,
-        "iou_amodal": iou.amodal_full, "iou_visible": iou.visible, "iou_occluded": iou.amodal_occluded,
-        "occlusion_rate": iou.occlusion_rate, "bucket": bucket_of(iou.occlusion_rate),
+        "iou_amodal": iou and iou.amodal_full, "iou_visible": iou and iou.visible,
+        "iou_occluded": iou and iou.amodal_occluded, "occlusion_rate": iou and iou.occlusion_rate,
+        "bucket": bucket_of(iou.occlusion_rate) if iou else None,
         "occluders": list(occluders), "occluder_source": str(amodal.get("occluder_source") or "not used"),
         "amodal_source": source, "completion": completion,
         "fallback": str(visible.get("fallback", "") or amodal.get("fallback", "") or ""),
