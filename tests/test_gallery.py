@@ -170,6 +170,12 @@ def test_gallery_in_chromium(gallery, browser, tmp_path):
 
 
 OFFLINE_TEMPLATE = Path(__file__).resolve().parents[1] / ".dvc" / "plots_offline.html"
+REPO_PLOT_TEMPLATES = Path(__file__).resolve().parents[1] / ".dvc" / "plots"
+# per vega canvas of the page, its pixels of the SMOKE RUN line's red (#b00020)
+RED_PIXELS = """return [...document.querySelectorAll('.vega-embed canvas')].map(c => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 140 && d[i + 1] < 60 && d[i + 2] < 80 && d[i + 3] > 200) n++;
+  return n; });"""
 
 
 def test_offline_plots_in_chromium(run, browser, tmp_path):
@@ -195,16 +201,27 @@ def test_offline_plots_in_chromium(run, browser, tmp_path):
     dvc = [str(Path(sys.executable).parent / "dvc")]
     if not (root / ".dvc").exists():
         subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=root, check=True)
-    out = tmp_path / "dvc_plots"
-    subprocess.run(dvc + ["plots", "show", "--html-template", str(OFFLINE_TEMPLATE), "-o", str(out)],
-                   cwd=root, check=True, capture_output=True)
-    page = (out / "index.html").read_text()
-    assert "cdn.jsdelivr" not in page and "<script src=" not in page
-    browser.get((out / "index.html").as_uri())
+    shutil.copytree(REPO_PLOT_TEMPLATES, root / ".dvc" / "plots", dirs_exist_ok=True)
     n_vega = sum(1 for p in repo_plots if Path(next(iter(p))).suffix == ".csv")
-    WebDriverWait(browser, 20).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".vega-embed canvas, .vega-embed svg")) >= n_vega)
-    resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
-    assert [r for r in resources if not r.startswith(("file:", "data:"))] == []
-    assert _console_errors(browser) == []
+
+    def show(name: str) -> list[int]:
+        """Render the plots page, check it stays offline; per vega chart its SMOKE-red pixels."""
+        out = tmp_path / name
+        subprocess.run(dvc + ["plots", "show", "--html-template", str(OFFLINE_TEMPLATE), "-o", str(out)],
+                       cwd=root, check=True, capture_output=True)
+        page = (out / "index.html").read_text()
+        assert "cdn.jsdelivr" not in page and "<script src=" not in page
+        browser.get((out / "index.html").as_uri())
+        WebDriverWait(browser, 20).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".vega-embed canvas")) >= n_vega)
+        resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+        assert [r for r in resources if not r.startswith(("file:", "data:"))] == []
+        assert _console_errors(browser) == []
+        return browser.execute_script(RED_PIXELS)
+
+    assert all(n > 50 for n in show("dvc_plots")), "every vega chart of a smoke run says SMOKE RUN"
     _keep(browser, tmp_path, "plots.png")
+    for csv in ("pr_curves.csv", "miou_by_occlusion.csv"):  # the same run, marked as no smoke
+        path = root / "reports" / "plots" / csv
+        path.write_text(path.read_text().replace(",true\n", ",false\n"))
+    assert show("dvc_plots_not_smoke") == [0] * n_vega
