@@ -130,7 +130,8 @@ def sample_image(
                           and finite[row_of[o.id]] and not image.instances[o.id].fallback]
         grid = Grid.over(*search_region(inst.bbox, image.width, image.height, params.box_enlarge),
                          params.max_cells)
-        painted = paint(values[[i, *occ_rows, *rival_rows]], views, grid, params.view_weights)
+        own_and_others = values[[i, *occ_rows, *rival_rows]]  # [1 + occluders + rivals, T]
+        painted = paint(own_and_others, views, grid, params.view_weights)
         now = time.perf_counter()
         timings["upsample"] += now - clock
         sigma_cells = params.smooth * fine_side / grid.step
@@ -138,7 +139,7 @@ def sample_image(
         out[inst.id] = sample_points(painted[0], list(painted[1:k]), grid, inst.bbox, params, sigma_cells,
                                      [float(values[r].max()) for r in occ_rows], list(painted[k:]))
         if params.snap:
-            fine_values = values[[i, *occ_rows, *rival_rows]][:, fine.index]
+            fine_values = own_and_others[:, fine.index]
             out[inst.id] = snap_positives(out[inst.id], fine.rect, fine_values[0], fine_values[1:], inst.bbox,
                                           params.pos_margin)
         clock = time.perf_counter()
